@@ -1,0 +1,84 @@
+"""``mdm serve se``: the storage element (WebDAV + WLCG Tape REST API) over mutual TLS.
+
+Until the catalog-backed backend is plugged in, the SE serves a disk nearline store: the
+``storage.archive_dir`` tree is the namespace (the "tape"), recalls copy into
+``storage.cache_dir``, and ``storage.acl_file`` grants ``list``/``read`` (default deny).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mdm.cli import load_settings
+
+
+@click.command("se")
+@click.option("--host", default=None, help="Listen address (default: storage.host).")
+@click.option("--port", type=int, default=None, help="Listen port (default: storage.port).")
+@click.option(
+    "--archive-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory holding the nearline files (default: storage.archive_dir).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Disk cache for staged files (default: storage.cache_dir).",
+)
+@click.option(
+    "--acl-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML [[grant]] tables: who may list/read (default: storage.acl_file).",
+)
+@click.pass_context
+def se(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    archive_dir: Path | None,
+    cache_dir: Path | None,
+    acl_file: Path | None,
+) -> None:
+    """Run the storage element: WebDAV reads and Tape REST staging of nearline files."""
+    from mdm.errors import ConfigError
+    from mdm.servers.run import serve_forever
+    from mdm.servers.se_app import create_app
+    from mdm.storage.grants import Grants
+    from mdm.storage.posix import PosixNearline
+
+    settings = load_settings(ctx)
+    cfg = settings.storage
+    archive = archive_dir or cfg.archive_dir
+    if archive is None:
+        raise ConfigError("the SE needs storage.archive_dir (or --archive-dir)", key="archive_dir")
+    if not Path(archive).is_dir():
+        raise ConfigError(f"archive directory {archive} does not exist", key="archive_dir")
+    acl = acl_file or cfg.acl_file
+    grants = Grants.load(acl) if acl is not None else Grants()
+    if acl is None:
+        click.echo("warning: no storage.acl_file: every request will be refused", err=True)
+    backend = PosixNearline(
+        Path(archive),
+        Path(cache_dir or cfg.cache_dir),
+        grants,
+        pin_lifetime=cfg.pin_lifetime_seconds,
+        release_grace=cfg.release_grace_seconds,
+        cache_limit_bytes=cfg.cache_limit_bytes,
+        retry_after=cfg.retry_after_seconds,
+    )
+    backend.start()
+    try:
+        serve_forever(
+            create_app(backend, settings),
+            tls=settings.tls if settings.tls.cert else None,
+            host=host or cfg.host,
+            port=cfg.port if port is None else port,
+            on_ready=lambda url: click.echo(f"storage element listening on {url}", err=True),
+        )
+    finally:
+        backend.stop()
