@@ -10,6 +10,7 @@ attributes, never only in the message, and never includes secrets or patient ide
     MDMError
       ConfigError (ValueError)             bad or missing setting / argument
       UsageError (ValueError)              a caller passed arguments that cannot work
+        RequestTooLarge                    body over the server's size limit (413)
       NotFound (LookupError)               FileNotFound, KeyNotFound, InstanceNotFound
       AlreadyExists                        DuplicateFile, DuplicateKey
       Conflict                             VersionConflict (compare-and-swap lost)
@@ -101,6 +102,12 @@ class UsageError(MDMError, ValueError):
     """Arguments that cannot work together; nothing was done."""
 
     http_status = 400
+
+
+class RequestTooLarge(UsageError):
+    """A request body is larger than the server accepts; nothing was read or done."""
+
+    http_status = 413
 
 
 class NotFound(MDMError, LookupError):

@@ -113,6 +113,12 @@ class CatalogSettings:
     admin_dns: tuple[str, ...] = ()
     admin_fqans: tuple[str, ...] = ()
     service_dns: tuple[str, ...] = ()  # recall workers: may resolve pseudonymous -> original UIDs
+    service_fqans: tuple[str, ...] = ()
+    qido_max_results: int = 1000  # a QIDO answer never holds more (Warning 299 says so)
+    busy_timeout_seconds: float = 30.0  # SQLite: wait this long for the write lock
+    claim_lease_seconds: float = 300.0  # a staging claim expires unless its worker renews it
+    claim_max_attempts: int = 3  # claims of one file before it FAILS (dead/hung workers)
+    auto_upgrade: bool = False  # create/migrate the schema when the service starts
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,11 @@ class PacsSettings:
     port: int = 4242
     method: str = "c-get"  # or "c-move"
     max_associations: int = 4
+    move_destination: str = ""  # AE title the PACS knows our storage SCP by; "": dicom.ae_title
+    acse_timeout: float = 30.0  # association set-up and release
+    dimse_timeout: float = 60.0  # between two DIMSE messages (a C-MOVE sends one per instance)
+    network_timeout: float = 60.0  # idle socket
+    max_pdu: int = 0  # largest PDU we accept; 0 = unlimited (+10-15% C-GET throughput)
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,11 @@ class StorageSettings:
     cache_dir: Path = Path("cache")
     cache_limit_bytes: int = 0  # 0: unlimited
     pin_lifetime_seconds: int = 3600
+    archive_dir: Path | None = None  # catalog-less SE: this directory is the "tape"
+    acl_file: Path | None = None  # catalog-less SE: TOML [[grant]] tables (mdm.storage.grants)
+    release_grace_seconds: int = 0  # a copy stays this long after its last pin is released
+    retry_after_seconds: int = 30  # Retry-After sent with 503 for a NEARLINE file
+    max_bulk_paths: int = 10000  # most paths in one Tape REST request
 
 
 @dataclass(frozen=True)
