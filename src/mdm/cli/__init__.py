@@ -35,6 +35,16 @@ COMMANDS: dict[str, str] = {
     "find": "files:find",
     "acl": "files:acl",
     "identity": "files:identity",
+    "register": "register:register",
+    "worker": "worker:worker",
+    "stage": "transfer:stage",
+    "get": "transfer:get",
+    "cat": "transfer:cat",
+    "grant": "access:grant",
+    "revoke": "access:revoke",
+    "status": "status:status",
+    "init": "site:init",
+    "up": "site:up",
 }
 
 
@@ -93,6 +103,16 @@ _SHORT_HELP = {
     "find": "Search the metadata catalog with QIDO-RS parameters.",
     "acl": "Show or change catalog ACLs.",
     "identity": "Resolve a pseudonymous study to the original identity (level 3).",
+    "register": "Register a PACS's instances in the catalog as NEARLINE files.",
+    "worker": "Run an MDM worker (recall).",
+    "stage": "Stage files from nearline (PACS) to disk.",
+    "get": "Download (and decrypt) files.",
+    "cat": "Decrypt a file to standard output.",
+    "grant": "Grant a user or group access to a study (level 1, 2 or 3).",
+    "revoke": "Revoke access to a study.",
+    "status": "Health of the catalog, storage element and key servers.",
+    "init": "Write a settings file for a site.",
+    "up": "Start a complete local grid on loopback until interrupted.",
 }
 
 
