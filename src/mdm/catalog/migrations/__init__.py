@@ -1,0 +1,62 @@
+"""Alembic migrations of the catalog and vault schemas, applied by ``upgrade(databases)``.
+
+Two version histories share one ``env.py``: ``versions_catalog`` (table ``alembic_version``) for
+the catalog database and ``versions_vault`` (table ``alembic_version_vault``) for the identity
+vault, so the vault can move to its own database without renumbering anything. When both live in
+the same database the two histories simply coexist there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alembic import command
+from alembic.config import Config
+
+from mdm.catalog.models import Base, VaultBase
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine, MetaData
+
+    from mdm.catalog.db import CatalogDatabases
+
+HERE = Path(__file__).resolve().parent
+
+#: part -> (versions directory, version table, metadata the migrations must produce)
+PARTS: dict[str, tuple[str, str, MetaData]] = {
+    "catalog": ("versions_catalog", "alembic_version", Base.metadata),
+    "vault": ("versions_vault", "alembic_version_vault", VaultBase.metadata),
+}
+
+
+def _config(part: str, engine: Engine) -> Config:
+    versions, table, metadata = PARTS[part]
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", str(HERE / versions))
+    cfg.attributes["engine"] = engine
+    cfg.attributes["version_table"] = table
+    cfg.attributes["metadata"] = metadata
+    return cfg
+
+
+def upgrade_engine(engine: Engine, part: str, revision: str = "head") -> None:
+    """Bring one part's schema in *engine* up to *revision*."""
+    command.upgrade(_config(part, engine), revision)
+
+
+def upgrade(databases: CatalogDatabases, revision: str = "head") -> None:
+    """Create or migrate the catalog and the vault schemas to the newest version."""
+    upgrade_engine(databases.catalog.engine, "catalog", revision)
+    upgrade_engine(databases.vault.engine, "vault", revision)
+
+
+def current(engine: Engine, part: str) -> str | None:
+    """The revision *part* is at in *engine* (``None``: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": PARTS[part][1]})
+        return ctx.get_current_revision()

@@ -1,0 +1,228 @@
+"""The staging queue: bulk requests with per-file states, claimed by recall workers in batches.
+
+A request (WLCG Tape REST API ``POST /stage``) lists LFNs; each file goes SUBMITTED -> STARTED
+-> COMPLETED | FAILED (with a reason), or CANCELLED. A file already ONLINE (pin not expired) is
+COMPLETED at once. Workers claim a batch of one series (one PACS association per series) under
+a lease: the claim records the worker and ``claim_expires``. A worker that dies stops renewing
+its lease, and once it expires the files are claimable again, by anyone, up to ``max_attempts``
+claims; after that they FAIL with a reason, so nothing stays STARTED forever (the Rucio
+STUCK-loop lesson). Completing or failing a file needs the claim still held by that worker: a
+worker that lost its claim learns it (``Conflict``) instead of overwriting another's work.
+
+Claiming never hands the same file to two workers: on PostgreSQL the candidates are selected
+``FOR UPDATE SKIP LOCKED`` (concurrent claimers skip each other's rows instead of waiting), on
+SQLite the claim runs in a ``BEGIN IMMEDIATE`` write transaction (``Database.session(write=True)``)
+which serializes claimers. Either way the whole claim is one short transaction and no network
+I/O happens inside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from mdm.catalog import access, files
+from mdm.catalog.access import Caller
+from mdm.catalog.models import (
+    ReplicaState,
+    Right,
+    StageFile,
+    StageRequest,
+    StageState,
+    utcnow,
+)
+from mdm.errors import Conflict, NotFound, PermissionDenied, UsageError
+
+TERMINAL = frozenset({StageState.COMPLETED, StageState.FAILED, StageState.CANCELLED})
+MAX_FILES = 10000
+
+
+def _online(entry: Any, now: dt.datetime) -> bool:
+    return any(
+        r.state is ReplicaState.ONLINE and (r.pinned_until is None or r.pinned_until > now)
+        for r in entry.replicas
+    )
+
+
+def submit(session: Session, caller: Caller, paths: Sequence[str]) -> StageRequest:
+    """Queue *paths* for recall; every file needs the ``read`` right (else nothing is queued)."""
+    if not paths:
+        raise UsageError("a staging request needs at least one file")
+    if len(paths) > MAX_FILES:
+        raise UsageError(f"at most {MAX_FILES} files per staging request")
+    now = utcnow()
+    request = StageRequest(id=str(uuid.uuid4()), caller=caller.name, created=now)
+    for path in dict.fromkeys(paths):
+        entry = files.get_entry(session, caller, path)
+        if entry.kind.value != "file":
+            raise UsageError(f"{path} is a directory: stage its files", path=path)
+        access.require(session, caller, entry.path, Right.READ)
+        parts = access.split_path(entry.path)
+        done = _online(entry, now)
+        request.files.append(
+            StageFile(
+                path=entry.path,
+                study_uid=parts[0],
+                series_uid=parts[1],
+                state=StageState.COMPLETED if done else StageState.SUBMITTED,
+                finished=now if done else None,
+                attempts=0,
+            )
+        )
+    session.add(request)
+    session.flush()
+    return request
+
+
+def get_request(session: Session, caller: Caller, request_id: str) -> StageRequest:
+    request = session.get(StageRequest, request_id)
+    if request is None or not (caller.admin or caller.service or request.caller == caller.name):
+        raise NotFound(f"no staging request {request_id}", request_id=request_id)
+    return request
+
+
+def cancel(
+    session: Session, caller: Caller, request_id: str, paths: Sequence[str] | None = None
+) -> StageRequest:
+    """Cancel the files of a request that are not finished yet (all, or only *paths*)."""
+    request = get_request(session, caller, request_id)
+    wanted = set(paths) if paths else None
+    if wanted is not None and not wanted <= {f.path for f in request.files}:
+        raise UsageError("some files to cancel are not in this request")
+    now = utcnow()
+    for f in request.files:
+        if f.state not in TERMINAL and (wanted is None or f.path in wanted):
+            f.state, f.reason, f.finished, f.claimed_by = (
+                StageState.CANCELLED,
+                "cancelled",
+                now,
+                None,
+            )
+    if wanted is None:
+        request.cancelled = now
+    session.flush()
+    return request
+
+
+def _require_worker(caller: Caller) -> None:
+    if not (caller.service or caller.admin):
+        raise PermissionDenied("only service identities claim staging work")
+
+
+def claim(
+    session: Session,
+    caller: Caller,
+    worker: str,
+    *,
+    limit: int = 50,
+    lease: float = 300.0,
+    max_attempts: int = 3,
+) -> list[StageFile]:
+    """Claim up to *limit* files of one series; call it in a write session, commit at once."""
+    _require_worker(caller)
+    if limit < 1 or lease <= 0:
+        raise UsageError("limit must be >= 1 and lease > 0")
+    now = utcnow()
+    claimable = or_(
+        StageFile.state == StageState.SUBMITTED,
+        and_(StageFile.state == StageState.STARTED, StageFile.claim_expires < now),
+    )
+    pg = session.get_bind().dialect.name == "postgresql"
+    first_stmt = select(StageFile).where(claimable).order_by(StageFile.id).limit(1)
+    if pg:
+        first_stmt = first_stmt.with_for_update(skip_locked=True)
+    first = session.scalar(first_stmt)
+    if first is None:
+        return []
+    batch_stmt = (
+        select(StageFile)
+        .where(claimable, StageFile.series_uid == first.series_uid)
+        .order_by(StageFile.id)
+        .limit(limit)
+    )
+    if pg:
+        batch_stmt = batch_stmt.with_for_update(skip_locked=True)
+    claimed = []
+    for f in session.scalars(batch_stmt):
+        if f.attempts >= max_attempts:
+            f.state, f.finished, f.claimed_by = StageState.FAILED, now, None
+            f.reason = f"claim expired {f.attempts} times (worker died or hung)"
+            continue
+        f.state, f.claimed_by, f.attempts = StageState.STARTED, worker, f.attempts + 1
+        f.claim_expires = now + dt.timedelta(seconds=lease)
+        f.started = f.started or now
+        claimed.append(f)
+    session.flush()
+    return claimed
+
+
+def _held(session: Session, caller: Caller, worker: str, file_id: int) -> StageFile:
+    _require_worker(caller)
+    f = session.get(StageFile, file_id)
+    if f is None:
+        raise NotFound(f"no staging file {file_id}")
+    if f.state is not StageState.STARTED or f.claimed_by != worker:
+        raise Conflict(
+            f"claim on staging file {file_id} is not held by {worker}", state=f.state.value
+        )
+    return f
+
+
+def extend(
+    session: Session, caller: Caller, worker: str, file_ids: Sequence[int], lease: float
+) -> None:
+    """Renew the lease of files this worker still holds (a heartbeat)."""
+    until = utcnow() + dt.timedelta(seconds=lease)
+    for file_id in file_ids:
+        _held(session, caller, worker, file_id).claim_expires = until
+    session.flush()
+
+
+def complete(session: Session, caller: Caller, worker: str, file_id: int) -> StageFile:
+    f = _held(session, caller, worker, file_id)
+    f.state, f.finished, f.claim_expires, f.reason = StageState.COMPLETED, utcnow(), None, None
+    session.flush()
+    return f
+
+
+def fail(session: Session, caller: Caller, worker: str, file_id: int, reason: str) -> StageFile:
+    if not reason.strip():
+        raise UsageError("a failed staging file needs a reason")
+    f = _held(session, caller, worker, file_id)
+    f.state, f.finished, f.claim_expires, f.reason = (
+        StageState.FAILED,
+        utcnow(),
+        None,
+        reason[:1000],
+    )
+    session.flush()
+    return f
+
+
+def file_dict(f: StageFile) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "path": f.path,
+        "state": f.state.value,
+        "reason": f.reason,
+        "attempts": f.attempts,
+        "claimed_by": f.claimed_by,
+        "claim_expires": f.claim_expires.isoformat() if f.claim_expires else None,
+        "study": f.study_uid,
+        "series": f.series_uid,
+    }
+
+
+def request_dict(request: StageRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "caller": request.caller,
+        "created": request.created.isoformat(),
+        "cancelled": request.cancelled.isoformat() if request.cancelled else None,
+        "files": [file_dict(f) for f in request.files],
+    }

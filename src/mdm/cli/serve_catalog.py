@@ -1,0 +1,56 @@
+"""``mdm serve catalog``: the catalog service (QIDO-RS, file catalog, vault, staging) over mTLS.
+
+The schema must be current: run ``mdm catalog upgrade`` once (or pass ``--upgrade``). Settings
+come from the ``[catalog]`` section, ``MDM_CATALOG__*`` variables or the options here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind [settings: catalog.host].")
+@click.option("--port", type=int, default=None, help="Port [settings: catalog.port].")
+@click.option("--database-url", default=None, help="SQLAlchemy URL of the catalog database.")
+@click.option(
+    "--vault-database-url", default=None, help="Separate database for the identity vault."
+)
+@click.option("--upgrade", is_flag=True, help="Create or migrate the schema before serving.")
+@click.pass_context
+def catalog(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    vault_database_url: str | None,
+    upgrade: bool,
+) -> None:
+    """Run the catalog service."""
+    from mdm.cli import load_settings
+    from mdm.servers.catalog_app import create_app
+    from mdm.servers.run import serve_forever
+
+    settings = load_settings(ctx)
+    changes = {
+        name: value
+        for name, value in (
+            ("host", host),
+            ("port", port),
+            ("database_url", database_url),
+            ("vault_database_url", vault_database_url),
+            ("auto_upgrade", True if upgrade else None),
+        )
+        if value is not None
+    }
+    cfg = dataclasses.replace(settings.catalog, **changes)
+    settings = dataclasses.replace(settings, catalog=cfg)
+    app = create_app(settings)
+    tls = settings.tls if settings.tls.cert is not None else None
+
+    def ready(url: str) -> None:
+        click.echo(f"catalog listening on {url}", err=True)
+
+    serve_forever(app, tls=tls, host=cfg.host, port=cfg.port, on_ready=ready)

@@ -1,0 +1,215 @@
+"""File catalog and staging queue on a real database (SQLite here, PostgreSQL in integration).
+
+The staging proof here: two workers claiming at the same time never get the same file. The
+killed-worker proof needs a real process and lives in tests/integration/test_catalog_engines.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from mdm.catalog import files, staging
+from mdm.catalog.db import CatalogDatabases
+from mdm.catalog.models import ReplicaState, StageFile, StageState
+from mdm.catalog.registration import Registration, register
+from mdm.errors import (
+    ChecksumMismatch,
+    Conflict,
+    FileNotFound,
+    PermissionDenied,
+    UsageError,
+)
+from tests.unit.catalog.helpers import (
+    ADMIN,
+    ALICE,
+    BOB,
+    EVE,
+    S1,
+    S1_MR,
+    SERVICE,
+    caller,
+    dataset,
+    dbs,
+    empty_queue,
+)
+
+__all__ = ["dbs", "empty_queue"]
+
+
+@pytest.fixture(scope="module")
+def catalog_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    return f"sqlite:///{tmp_path_factory.mktemp('files')}/catalog.db"
+
+
+def _register(
+    dbs: CatalogDatabases, study: str, series: str, sop: str, **kw: object
+) -> tuple[str, bool]:
+    body = {"dataset": dataset(study, series, sop), **kw}
+    with dbs.catalog.session(write=True) as s:
+        entry, created = register(s, s, caller(ADMIN), Registration.from_json(body))
+        return entry.path, created
+
+
+def test_registering_twice_changes_nothing(dbs: CatalogDatabases) -> None:
+    replica = {"se": "MDM-SE", "url": "https://se/x", "state": "NEARLINE"}
+    path, created = _register(dbs, "2.25.5001", "2.25.5002", "2.25.5003", replica=replica)
+    assert created
+    assert path == "/dicom/2.25.5001/2.25.5002/2.25.5003"
+    with dbs.catalog.session() as s:
+        first = files.entry_dict(files.get_entry(s, caller(ADMIN), path), with_replicas=True)
+    other = {"se": "OTHER", "url": "https://other/x", "state": "ONLINE"}
+    again, created = _register(dbs, "2.25.5001", "2.25.5002", "2.25.5003", replica=other)
+    assert (again, created) == (path, False)
+    with dbs.catalog.session() as s:
+        assert (
+            files.entry_dict(files.get_entry(s, caller(ADMIN), path), with_replicas=True) == first
+        )
+        assert files.get_entry(s, caller(ADMIN), first["guid"]).path == path  # stat by GUID
+
+
+def test_directories_listing_and_stat(dbs: CatalogDatabases) -> None:
+    _register(dbs, "2.25.5101", "2.25.5102", "2.25.5103")
+    _register(dbs, "2.25.5101", "2.25.5102", "2.25.5104")
+    with dbs.catalog.session() as s:
+        names = [e.name for e in files.list_dir(s, caller(ADMIN), "/dicom/2.25.5101/2.25.5102")]
+        assert names == ["2.25.5103", "2.25.5104"]
+        study = files.get_entry(s, caller(ADMIN), "/dicom/2.25.5101")
+        assert study.kind.value == "directory"
+        # Bob (list on /dicom via his VOMS group) sees it, Eve does not even learn it exists
+        assert files.get_entry(s, caller(BOB), "/dicom/2.25.5101").path == "/dicom/2.25.5101"
+        with pytest.raises(FileNotFound):
+            files.get_entry(s, caller(EVE), "/dicom/2.25.5101")
+        with pytest.raises(FileNotFound):
+            files.list_dir(s, caller(EVE), "/dicom/2.25.5101")
+        assert [e.name for e in files.list_dir(s, caller(ALICE), "/dicom")] == [S1]
+        with pytest.raises(UsageError):
+            files.get_entry(s, caller(ADMIN), "/etc/passwd")
+
+
+def test_replica_states_and_checksums(dbs: CatalogDatabases) -> None:
+    path, _ = _register(dbs, "2.25.5201", "2.25.5202", "2.25.5203")
+    pinned = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    info = files.FileInfo(size=1234, adler32="0a1b2c3d", sha256="ab" * 32, key_id="k-1")
+    with dbs.catalog.session(write=True) as s:
+        files.add_replica(
+            s, caller(SERVICE), path, se="MDM-SE", url="https://se/f", state=ReplicaState.STAGING
+        )
+        files.set_content(s, caller(SERVICE), path, info)
+        r = files.add_replica(
+            s, caller(SERVICE), path, se="MDM-SE", url="https://se/f",
+            state=ReplicaState.ONLINE, pinned_until=pinned, info=info,
+        )  # fmt: skip
+        assert (r.state, r.pinned_until) == (ReplicaState.ONLINE, pinned)
+        files.add_replica(s, caller(SERVICE), path, se="FAR", url="davs://far/f",
+                          state=ReplicaState.FAILED, reason="disk full")  # fmt: skip
+    with dbs.catalog.session() as s:
+        reps = {r.se: r for r in files.list_replicas(s, caller(ADMIN), path)}
+        assert reps["MDM-SE"].sha256 == "ab" * 32
+        assert reps["FAR"].reason == "disk full"
+        with pytest.raises(PermissionDenied):
+            files.list_replicas(s, caller(ALICE), f"/dicom/{S1}/{S1_MR}/2.25.3011")  # list, no read
+    with pytest.raises(ChecksumMismatch), dbs.catalog.session(write=True) as s:
+        files.set_content(s, caller(SERVICE), path, files.FileInfo(sha256="cd" * 32))
+    with pytest.raises(UsageError), dbs.catalog.session(write=True) as s:
+        files.add_replica(s, caller(SERVICE), path, se="X", url="u", state=ReplicaState.FAILED)
+    with dbs.catalog.session(write=True) as s:
+        files.remove_replica(s, caller(SERVICE), path, "FAR")
+        assert [r.se for r in files.list_replicas(s, caller(ADMIN), path)] == ["MDM-SE"]
+
+
+def _queue(dbs: CatalogDatabases, n_series: int, per_series: int, base: int) -> list[str]:
+    paths = []
+    for i in range(n_series):
+        for j in range(per_series):
+            study, series, sop = f"2.25.{base}", f"2.25.{base}{i}", f"2.25.{base}{i}{j:03d}"
+            paths.append(_register(dbs, study, series, sop)[0])
+    with dbs.catalog.session(write=True) as s:
+        staging.submit(s, caller(BOB), paths)
+    return paths
+
+
+def test_claims_are_grouped_by_series_and_finish_cleanly(empty_queue: CatalogDatabases) -> None:
+    dbs = empty_queue
+    paths = _queue(dbs, 2, 3, 61)
+    with dbs.catalog.session(write=True) as s:
+        batch = staging.claim(s, caller(SERVICE), "w1", limit=10)
+    assert [f.path for f in batch] == paths[:3]  # one series per batch
+    with dbs.catalog.session(write=True) as s:
+        staging.complete(s, caller(SERVICE), "w1", batch[0].id)
+        staging.fail(s, caller(SERVICE), "w1", batch[1].id, "C-GET failed: 0xA701")
+        with pytest.raises(Conflict):
+            staging.complete(s, caller(SERVICE), "someone-else", batch[2].id)
+        with pytest.raises(PermissionDenied):
+            staging.claim(s, caller(BOB), "bob", limit=1)
+    with dbs.catalog.session(write=True) as s:
+        request = staging.cancel(s, caller(BOB), batch[0].request_id)
+    states = [f.state for f in request.files]
+    assert states[:2] == [StageState.COMPLETED, StageState.FAILED]
+    assert set(states[2:]) == {StageState.CANCELLED}
+    assert request.files[1].reason == "C-GET failed: 0xA701"
+
+
+def test_staging_needs_read_and_skips_online_files(empty_queue: CatalogDatabases) -> None:
+    dbs = empty_queue
+    path, _ = _register(dbs, "2.25.7001", "2.25.7002", "2.25.7003")
+    with pytest.raises(PermissionDenied), dbs.catalog.session(write=True) as s:
+        staging.submit(s, caller(ALICE), [f"/dicom/{S1}/{S1_MR}/2.25.3011"])  # list only
+    with dbs.catalog.session(write=True) as s:
+        files.add_replica(s, caller(SERVICE), path, se="SE", url="u", state=ReplicaState.ONLINE)
+        request = staging.submit(s, caller(BOB), [path])
+        assert request.files[0].state is StageState.COMPLETED
+        assert staging.claim(s, caller(SERVICE), "w", limit=5) == []
+
+
+def test_two_workers_claiming_at_once_never_get_the_same_file(
+    empty_queue: CatalogDatabases,
+) -> None:
+    dbs = empty_queue
+    paths = _queue(dbs, 6, 5, 81)
+    got: dict[str, list[str]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            start.wait()
+            while True:
+                with dbs.catalog.session(write=True) as s:
+                    batch = staging.claim(s, caller(SERVICE), name, limit=3)
+                    got[name] += [f.path for f in batch]
+                if not batch:
+                    return
+        except BaseException as exc:  # report in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert not set(got["a"]) & set(got["b"])
+    assert sorted(got["a"] + got["b"]) == sorted(paths)
+
+
+def test_claims_that_keep_expiring_end_failed(empty_queue: CatalogDatabases) -> None:
+    dbs = empty_queue
+    _queue(dbs, 1, 1, 95)
+    for _ in range(2):
+        with dbs.catalog.session(write=True) as s:
+            assert (
+                len(staging.claim(s, caller(SERVICE), "hung", limit=1, lease=0.001, max_attempts=2))
+                == 1
+            )
+        time.sleep(0.01)
+    with dbs.catalog.session(write=True) as s:
+        assert staging.claim(s, caller(SERVICE), "next", limit=1, max_attempts=2) == []
+        (f,) = s.scalars(select(StageFile)).all()
+        assert f.state is StageState.FAILED
+        assert "expired 2 times" in (f.reason or "")
