@@ -32,7 +32,13 @@ from starlette.responses import JSONResponse, Response
 
 from mdm._log import audit_logger
 from mdm.acl import SCOPE_KEY, Identity
-from mdm.errors import AuthenticationRequired, AuthError, CredentialError, MDMError
+from mdm.errors import (
+    AuthenticationRequired,
+    AuthError,
+    CredentialError,
+    FileOffline,
+    MDMError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +114,10 @@ async def mdm_error_handler(request: Request, exc: Exception) -> Response:
             type(exc).__name__,
             who.dn if who else "-",
         )
+    elif isinstance(exc, FileOffline):
+        # A NEARLINE file refused with 503 + Retry-After is the normal tape-like answer, not a
+        # server fault: keep it out of WARNING so routine polling does not flood the log.
+        logger.debug("%s %s -> %d offline", request.method, request.url.path, exc.http_status)
     elif exc.http_status >= 500:
         logger.warning("%s %s -> %d %s", request.method, request.url.path, exc.http_status, exc)
     return problem_response(exc, instance=request.url.path)
