@@ -1,0 +1,195 @@
+"""Key-store latency and throughput: 5 key-server processes, k=3, all up and one down.
+
+Starts five real ``python -m mdm serve keyserver`` processes on loopback (mutual TLS with a
+throw-away test CA, SQLite WAL, state changes fsynced), then measures with one client:
+
+* a plain HTTPS GET (``/v1/health``) to server 1 over the same kind of keep-alive mTLS
+  connection: the reference cost of one request to one server (all ratios are against it);
+* one share GET from server 1 alone (authorization, unwrap, audit record);
+* ``KeyStore.register`` (split + 5 parallel PUTs, quorum k+1) and ``KeyStore.fetch``
+  (5 parallel GETs, first 3 verified shares, KCV check), sequentially (latency p50/p99 and
+  ops/s) and fetch with 4 client threads (throughput);
+* the same with server 5 killed.
+
+Ratios are against the plain GET measured in the same run. Usage::
+
+    .venv/bin/python bench/keystore.py [--n-ops 300] [--nodelay]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from mdm.keyserver.masterkey import MasterKey
+from mdm.keystore import KeyStore, new_key
+from mdm.pki.ca import CertificateAuthority
+from mdm.pki.tls import client_ssl_context
+from mdm.settings import KeyStoreSettings, TlsSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.helpers.ports import free_port  # noqa: E402
+from tests.helpers.procs import wait_for_port  # noqa: E402
+
+N, K = 5, 3
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def timed(fn: Callable[[int], object], n: int) -> tuple[list[float], float]:
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        lat.append((time.perf_counter() - t) * 1000)
+    return lat, n / (time.perf_counter() - t0)
+
+
+def threaded(fn: Callable[[int], object], n: int, threads: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, range(n)))
+    return n / (time.perf_counter() - t0)
+
+
+# What-if launcher for --nodelay: the listening socket made with proto=IPPROTO_TCP, so that
+# asyncio sets TCP_NODELAY on accepted connections (it checks sock.proto; a socket made with
+# proto 0 gets Nagle, and each response then waits ~40 ms for the client's delayed ACK).
+_NODELAY_LAUNCHER = (
+    "import socket, sys\n"
+    "class _TcpSocket(socket.socket):\n"
+    "    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):\n"
+    "        if fileno is None and type == socket.SOCK_STREAM and proto in (-1, 0):\n"
+    "            proto = socket.IPPROTO_TCP\n"
+    "        super().__init__(family, type, proto, fileno)\n"
+    "socket.socket = _TcpSocket\n"
+    "from mdm.cli import main\n"
+    "sys.argv[0] = 'mdm'\n"
+    "main()\n"
+)
+
+
+def start_servers(
+    root: Path, ca: CertificateAuthority, nodelay: bool
+) -> tuple[dict[int, subprocess.Popen[bytes]], list[int]]:
+    host = ca.issue_host("localhost")
+    procs, ports = {}, []
+    for slot in range(1, N + 1):
+        d = root / f"ks{slot}"
+        d.mkdir()
+        MasterKey.create(d / "master.key")
+        port = free_port()
+        ports.append(port)
+        (d / "mdm.toml").write_text(
+            f'[tls]\ncert = "{host.cert}"\nkey = "{host.key}"\nca_dir = "{ca.trust_dir}"\n'
+            f"[keyserver]\nindex = {slot}\nport = {port}\nrate_limit_per_minute = 1000000\n"
+            f'database_url = "sqlite:///{d / "keys.db"}"\nmaster_key_file = "master.key"\n'
+            f'creator_dns = ["/DC=org/DC=mdmtest/O=Bench/CN=Bench User"]\n'
+        )
+        log = (d / "server.log").open("wb")
+        procs[slot] = subprocess.Popen(
+            [
+                sys.executable,
+                *(["-c", _NODELAY_LAUNCHER] if nodelay else ["-m", "mdm"]),
+                "--settings",
+                str(d / "mdm.toml"),
+                "serve",
+                "keyserver",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    for slot, port in enumerate(ports, 1):
+        wait_for_port(port, timeout=60, proc=procs[slot])
+    return procs, ports
+
+
+def run(n_ops: int, nodelay: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="mdm-bench-ks-") as tmp:
+        root = Path(tmp)
+        ca = CertificateAuthority.create(root / "ca")
+        user = ca.issue_user("Bench User", o="Bench")
+        procs, ports = start_servers(root, ca, nodelay)
+        try:
+            tls = TlsSettings(cert=user.cert, key=user.key, ca_dir=ca.trust_dir)
+            urls = tuple(f"https://localhost:{p}" for p in ports)
+            ks = KeyStore(KeyStoreSettings(servers=urls, threshold=K), tls=tls)
+            plain = httpx.Client(base_url=urls[0], verify=client_ssl_context(tls))
+            rows: list[tuple[str, list[float], float]] = []
+            for _ in range(20):  # warm up connections and caches
+                plain.get("/v1/health")
+                ks.status()
+            lat, tput = timed(lambda i: plain.get("/v1/health").raise_for_status(), n_ops)
+            rows.append(("plain HTTPS GET, 1 server", lat, tput))
+            ref = statistics.median(lat)
+            ks.register("bench-probe", new_key())
+            lat, tput = timed(
+                lambda i: plain.get("/v1/keys/bench-probe/share").raise_for_status(), n_ops
+            )
+            rows.append(("GET one share, 1 server (audited)", lat, tput))
+            for label in ("all 5 up", "server 5 down"):
+                tag = label.split()[0]
+                keys = {f"bench-{tag}-{i}": new_key() for i in range(n_ops)}
+                ids = list(keys)
+
+                def register(i: int, ids: list[str] = ids, keys: dict[str, bytes] = keys) -> None:
+                    ks.register(ids[i], keys[ids[i]])
+
+                def fetch(i: int, ids: list[str] = ids, keys: dict[str, bytes] = keys) -> None:
+                    assert ks.fetch(ids[i % len(ids)]) == keys[ids[i % len(ids)]]
+
+                lat, tput = timed(register, n_ops)
+                rows.append((f"register, {label}", lat, tput))
+
+                lat, tput = timed(fetch, n_ops)
+                rows.append((f"fetch, {label}", lat, tput))
+                conc = threaded(fetch, n_ops, 4)
+                rows.append((f"fetch x4 threads, {label}", [], conc))
+                if label == "all 5 up":
+                    procs[5].kill()
+                    procs[5].wait()
+            how = "servers with TCP_NODELAY (what-if)" if nodelay else "servers as shipped"
+            print(
+                f"\nkey store, n={N} k={K}, {n_ops} ops each, loopback, mTLS, SQLite WAL "
+                f"(state changes fsynced), {how}"
+            )
+            print(f"{'operation':34} {'p50 ms':>8} {'p99 ms':>8} {'ops/s':>8} {'p50/GET':>8}")
+            for name, lat, tput in rows:
+                if lat:
+                    p50, p99 = statistics.median(lat), pct(lat, 0.99)
+                    print(f"{name:34} {p50:8.2f} {p99:8.2f} {tput:8.0f} {p50 / ref:8.1f}")
+                else:
+                    print(f"{name:34} {'':>8} {'':>8} {tput:8.0f} {'':>8}")
+            ks.close()
+            plain.close()
+        finally:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-ops", type=int, default=300)
+    ap.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="what-if: start the servers with TCP_NODELAY on accepted sockets",
+    )
+    args = ap.parse_args()
+    run(args.n_ops, args.nodelay)

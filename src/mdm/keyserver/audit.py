@@ -1,0 +1,144 @@
+"""The tamper-evident audit log: one record per request touching a key, MAC-chained.
+
+Each record carries ``mac = HMAC-SHA-256(audit_key, prev_mac || canonical(record))`` where the
+audit key is derived from the server master key. Editing, removing, inserting or reordering a
+record breaks the chain at that point, and ``audit_head`` (updated in the same transaction) makes
+dropping the newest records detectable too. Because the chain is keyed, someone who can write
+the database but does not hold the master key cannot rebuild a consistent chain after editing it
+(a plain hash chain would let them). Records never contain a share or any key material.
+
+Appends are serialised by locking the head row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+transactions are ``BEGIN IMMEDIATE`` already), so concurrent requests cannot fork the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mdm._log import audit_logger
+from mdm.acl import Identity
+from mdm.errors import AuditChainBroken
+from mdm.keyserver.models import AuditHead, AuditRecord
+
+_GENESIS = "0" * 64
+_FIELDS = ("seq", "ts", "dn", "fqans", "client", "request_id", "op", "key_id", "outcome", "detail")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the HTTP layer knows about a request besides the identity."""
+
+    client: str = ""
+    request_id: str = ""
+
+
+def _mac(key: bytes, prev: str, fields: dict[str, object]) -> str:
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, prev.encode() + b"|" + blob.encode(), hashlib.sha256).hexdigest()
+
+
+def _fields(rec: AuditRecord) -> dict[str, object]:
+    return {name: getattr(rec, name) for name in _FIELDS}
+
+
+class AuditLog:
+    def __init__(self, key: bytes, *, server: str = "") -> None:
+        self._key = key
+        self._server = server
+
+    def append(
+        self,
+        session: Session,
+        *,
+        who: Identity | None,
+        info: RequestInfo,
+        op: str,
+        key_id: str,
+        outcome: str,
+        detail: str = "",
+    ) -> AuditRecord:
+        """Add one record inside *session*'s transaction (committed with the operation)."""
+        head = session.scalars(
+            select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        ).one_or_none()
+        if head is None:
+            head = AuditHead(id=1, seq=0, mac=_GENESIS)
+            session.add(head)
+        rec = AuditRecord(
+            seq=head.seq + 1,
+            ts=datetime.now(UTC).isoformat(timespec="microseconds"),
+            dn=who.dn if who else "",
+            fqans=json.dumps(list(who.fqans) if who else []),
+            client=info.client[:128],
+            request_id=info.request_id[:64],
+            op=op,
+            key_id=key_id[:128],
+            outcome=outcome,
+            detail=detail[:2000],
+            prev=head.mac,
+        )
+        rec.mac = _mac(self._key, head.mac, _fields(rec))
+        session.add(rec)
+        head.seq, head.mac = rec.seq, rec.mac
+        audit_logger().info(
+            "keyserver%s op=%s key=%s outcome=%s dn=%r detail=%s",
+            self._server,
+            op,
+            key_id,
+            outcome,
+            rec.dn,
+            detail,
+        )
+        return rec
+
+    def verify(self, session: Session, *, batch: int = 1000) -> int:
+        """Walk the whole chain; return the number of records or raise ``AuditChainBroken``."""
+        prev, expected_seq, count = _GENESIS, 1, 0
+        for rec in _iter_records(session, batch):
+            if rec.seq != expected_seq:
+                raise AuditChainBroken(
+                    f"audit record {expected_seq} is missing (next present is {rec.seq})",
+                    seq=expected_seq,
+                )
+            if not hmac.compare_digest(rec.prev, prev):
+                raise AuditChainBroken(
+                    f"audit record {rec.seq} does not follow record {rec.seq - 1}", seq=rec.seq
+                )
+            want = _mac(self._key, prev, _fields(rec))
+            if not hmac.compare_digest(rec.mac, want):
+                raise AuditChainBroken(
+                    f"audit record {rec.seq} was altered after it was written", seq=rec.seq
+                )
+            prev, expected_seq, count = rec.mac, expected_seq + 1, count + 1
+        head = session.get(AuditHead, 1)
+        head_seq, head_mac = (head.seq, head.mac) if head else (0, _GENESIS)
+        if head_seq != count or not hmac.compare_digest(head_mac, prev):
+            raise AuditChainBroken(
+                f"the audit log ends at record {count} but its head says {head_seq}: "
+                "the newest records were removed",
+                seq=count + 1,
+            )
+        return count
+
+
+def _iter_records(session: Session, batch: int) -> Iterator[AuditRecord]:
+    last = 0
+    while True:
+        rows = session.scalars(
+            select(AuditRecord).where(AuditRecord.seq > last).order_by(AuditRecord.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+        session.expunge_all()
