@@ -101,6 +101,7 @@ class KeyServerSettings:
     creator_dns: tuple[str, ...] = ()
     rate_limit_per_minute: int = 6000
     max_request_bytes: int = 65536
+    fsync_reads: bool = False  # SQLite: also fsync the audit record of every fetch/read
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class StorageSettings:
     release_grace_seconds: int = 0  # a copy stays this long after its last pin is released
     retry_after_seconds: int = 30  # Retry-After sent with 503 for a NEARLINE file
     max_bulk_paths: int = 10000  # most paths in one Tape REST request
+    recipe_dir: Path | None = None  # recall recipes (docs/recall.md); None: <cache_dir>/../recipes
 
 
 @dataclass(frozen=True)
