@@ -1,0 +1,209 @@
+"""Recall throughput end to end (PACS -> anonymize -> key servers -> encrypt -> cache -> ONLINE)
+against dcmtk ``getscu`` and plain pynetdicom C-GET of the same studies from the same Orthanc.
+
+    .venv/bin/python bench/recall.py                       # 1,080 CT instances of ~0.5 MB
+    .venv/bin/python bench/recall.py --instances 270 --workers 2
+
+Everything real and on this machine: Orthanc (Debian), five key servers (``mdm serve
+keyserver`` over mutual TLS, SQLite), a SQLite catalog, and ``--workers`` recall worker
+processes (``mdm worker recall --once``, each claiming whole series). The recall is timed from
+the moment the staging requests are queued until every file is ONLINE (checksummed, key
+registered with 3-of-5 shares on 4 servers, metadata stored). getscu and plain pynetdicom
+only write the received files to disk. Orthanc, the key servers and the clients share the
+cores, which favours the low-CPU dcmtk client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from bench.pacs import run_getscu, run_plain_pynetdicom  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+from tests.helpers.orthanc import orthanc_server  # noqa: E402
+from tests.helpers.pki import build_test_pki  # noqa: E402
+from tests.helpers.ports import free_port  # noqa: E402
+from tests.integration.test_keys_threshold import Fleet, LocalPki, N  # noqa: E402
+from tests.integration.test_recall_orthanc import (  # noqa: E402
+    SECRET,
+    RecallFleet,
+    site_mapping,
+    write_settings,
+)
+
+from mdm._log import quiet_pynetdicom  # noqa: E402
+from mdm.catalog import access, staging  # noqa: E402
+from mdm.catalog.db import CatalogDatabases  # noqa: E402
+from mdm.catalog.migrations import upgrade  # noqa: E402
+from mdm.catalog.models import Entry, EntryKind, Replica, ReplicaState  # noqa: E402
+from mdm.dicom.corpus import CorpusSpec, write  # noqa: E402
+from mdm.dicom.pacs import Pacs  # noqa: E402
+from mdm.keystore import KeyStore, new_key  # noqa: E402
+from mdm.settings import Settings  # noqa: E402
+from mdm.workers.instance import anonymizer_from, service_caller  # noqa: E402
+from mdm.workers.registrar import Registrar  # noqa: E402
+
+
+def recall(
+    settings_file: Path, settings: Settings, workers: int, threads: int
+) -> tuple[float, int]:
+    """Queue every file, run *workers* worker processes to the end; (seconds, files ONLINE)."""
+    dbs = CatalogDatabases(settings.catalog.database_url)
+    caller = service_caller(settings)
+    try:
+        with dbs.catalog.session() as s:
+            lfns = list(s.scalars(select(Entry.path).where(Entry.kind == EntryKind.FILE)))
+        t0 = time.perf_counter()
+        with dbs.catalog.session(write=True) as s:
+            for i in range(0, len(lfns), 1000):
+                staging.submit(s, caller, lfns[i : i + 1000])
+        cmd = [sys.executable, "-m", "mdm", "--settings", str(settings_file)]
+        procs = [
+            subprocess.Popen(
+                [*cmd, "worker", "recall", "--once", "--threads", str(threads)],
+                stdout=subprocess.PIPE,
+            )
+            for _ in range(workers)
+        ]
+        outs = [p.communicate()[0].decode() for p in procs]
+        sys.stderr.flush()
+        seconds = time.perf_counter() - t0
+        if any(p.returncode for p in procs):
+            raise SystemExit(f"a worker failed: {outs}")
+        with dbs.catalog.session() as s:
+            online = s.scalar(
+                select(func.count(Replica.id)).where(
+                    Replica.se == settings.storage.name, Replica.state == ReplicaState.ONLINE
+                )
+            )
+        return seconds, int(online or 0)
+    finally:
+        dbs.dispose()
+
+
+def key_rate(settings: Settings, count: int, threads: int = 16) -> float:
+    """Registrations per second the key-server fleet sustains, alone (the worker's ceiling)."""
+    stores = [KeyStore(settings.keystore, tls=settings.tls) for _ in range(threads)]
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(
+                pool.map(
+                    lambda i: stores[i % threads].register(str(uuid.uuid4()), new_key(), acl={}),
+                    range(count),
+                )
+            )
+        return count / (time.perf_counter() - t0)
+    finally:
+        for ks in stores:
+            ks.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--instances", type=int, default=1080)
+    parser.add_argument("--workers", type=int, default=2, help="recall worker processes")
+    parser.add_argument("--threads", type=int, default=16, help="pool threads per worker")
+    parser.add_argument("--orthanc", default="/usr/sbin/Orthanc")
+    args = parser.parse_args()
+    quiet_pynetdicom()
+
+    with tempfile.TemporaryDirectory(prefix="mdm-bench-recall-") as tmp:
+        base = Path(tmp)
+        spec = CorpusSpec.ct_bench(args.instances)
+        rows = write(spec, base / "corpus")[: args.instances]
+        total = sum((base / "corpus" / r.path).stat().st_size for r in rows)
+        studies = sorted({r.study_uid for r in rows})
+        print(f"corpus: {len(rows)} CT instances, {total / 1e6:.1f} MB, {len(studies)} studies")
+        pki = build_test_pki(base / "pki")
+        local = LocalPki.copy_of(pki, base / "kspki")
+        fleet: Fleet = RecallFleet(base / "keyservers", local)
+        dicom_port = free_port()
+        try:
+            for slot in range(1, N + 1):
+                fleet.prepare(slot)
+                fleet.start(slot)
+            (base / "orthanc").mkdir()
+            modalities = {"mdm": ("MDM", "127.0.0.1", dicom_port)}
+            with orthanc_server(
+                args.orthanc, modalities=modalities, workdir=base / "orthanc"
+            ) as orthanc:
+                subprocess.run(
+                    ["storescu", "-aet", "MDM", "-aec", orthanc.aet, orthanc.host,
+                     str(orthanc.dicom_port), *[str(base / "corpus" / r.path) for r in rows]],
+                    env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}, check=True,
+                    capture_output=True,
+                )  # fmt: skip
+                for slot in range(1, N + 1):
+                    fleet.wait(slot)
+                (base / "secret").write_bytes(SECRET)
+                data = site_mapping(base, local, fleet, orthanc, free_port())
+                data["dicom"]["port"] = dicom_port
+                settings_file = base / "mdm.toml"
+                write_settings(settings_file, data)
+                settings = Settings.load(settings_file, environ={})
+                dbs = CatalogDatabases(settings.catalog.database_url)
+                upgrade(dbs)
+                with dbs.catalog.session(write=True) as s:
+                    access.set_acl(s, "/dicom", {"fqan:/mdm/radiology": ["read", "decrypt"]})
+                t0 = time.perf_counter()
+                reg = Registrar(
+                    settings, dbs, service_caller(settings), anonymizer_from(settings),
+                    Pacs.from_settings(settings, "main"),
+                )  # fmt: skip
+                summary = reg.run()
+                print(
+                    f"mdm register: {summary.created} instances in {time.perf_counter() - t0:.1f} s"
+                )
+                dbs.dispose()
+
+                results: dict[str, float] = {}
+                for name, fn in (
+                    ("dcmtk getscu", lambda o: run_getscu(orthanc, studies, o)),
+                    ("plain pynetdicom C-GET", lambda o: run_plain_pynetdicom(orthanc, studies, o)),
+                ):
+                    out = base / "out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    out.mkdir()
+                    t0 = time.perf_counter()
+                    got = fn(out)
+                    results[name] = time.perf_counter() - t0
+                    if got != len(rows):
+                        raise SystemExit(f"{name}: received {got} of {len(rows)} instances")
+                seconds, online = recall(settings_file, settings, args.workers, args.threads)
+                if online != len(rows):
+                    raise SystemExit(f"recall: {online} of {len(rows)} files ONLINE")
+                results[f"MDM recall, {args.workers} workers x {args.threads} threads"] = seconds
+                keys_per_s = key_rate(settings, min(len(rows), 200))
+        finally:
+            for slot in list(fleet.procs):
+                fleet.stop(slot)
+
+    getscu = results["dcmtk getscu"]
+    plain = results["plain pynetdicom C-GET"]
+    print(
+        f"\nkey servers alone: {keys_per_s:.1f} registrations/s (16 threads), the ceiling of "
+        "any recall: one new key per instance"
+    )
+    print(f"{len(rows)} instances, {total / 1e6:.1f} MB, one run:")
+    print(f"{'path':44s} {'s':>7s} {'inst/s':>7s} {'MB/s':>6s} {'x getscu':>8s} {'x plain':>8s}")
+    for name, sec in results.items():
+        print(
+            f"{name:44s} {sec:7.2f} {len(rows) / sec:7.1f} {total / 1e6 / sec:6.1f} "
+            f"{getscu / sec:8.2f} {plain / sec:8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The catalog-backed disk cache: where ONLINE files live, and how they stop being ONLINE.
+
+The cache is a directory tree mirroring the LFNs (``<cache>/dicom/<study>/<series>/<sop>``),
+shared by the recall worker (which writes) and the storage element (which reads). The truth
+about a file is its replica row in the catalog (``se`` = ``storage.name``): ONLINE means "the
+complete copy is in the cache", with ``pinned_until``. Ordering rules, so that no reader ever
+sees ONLINE without a complete file:
+
+* writing: temporary name in the final directory, fsync, rename; only then the ONLINE row,
+  in a write transaction that checks the file is still there (:func:`present`);
+* evicting (:func:`sweep`): in one write transaction, the row goes NEARLINE and the file is
+  renamed away to a ``*.mdm-evicted`` name; after the commit the renamed file is deleted. A
+  worker that renamed a fresh copy in between sees it gone in its own transaction and writes
+  again, so an ONLINE row never points to a file an evictor deleted.
+
+Eviction: copies whose pin ended more than ``grace`` seconds ago; then, over ``limit_bytes``,
+copies whose pin ended, oldest pin first (least recently staged). Pinned copies are never
+evicted for space.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mdm.catalog.db import Database
+from mdm.catalog.models import Entry, Replica, ReplicaState, utcnow
+from mdm.storage.checksums import Checksummer
+
+logger = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".mdm-tmp"
+EVICTED_SUFFIX = ".mdm-evicted"
+
+
+def cache_path(root: Path, lfn: str) -> Path:
+    return Path(root).joinpath(*lfn.strip("/").split("/"))
+
+
+def write_atomically(root: Path, lfn: str, data: bytes, *, fsync: bool = True) -> dict[str, str]:
+    """Put *data* in the cache as *lfn* (tmp + fsync + rename); return its checksums.
+
+    ``fsync=False`` leaves the flush to the caller, who must call ``os.sync()`` (one flush for
+    a whole batch) before recording any of the files ONLINE.
+    """
+    dst = cache_path(root, lfn)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+    summer = Checksummer()
+    summer.update(data)
+    try:
+        with tmp.open("xb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return summer.hexdigests()
+
+
+def present(root: Path, lfn: str, size: int) -> bool:
+    try:
+        return cache_path(root, lfn).stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _retire(root: Path, lfn: str) -> Path | None:
+    path = cache_path(root, lfn)
+    gone = path.with_name(f".{path.name}.{secrets.token_hex(6)}{EVICTED_SUFFIX}")
+    try:
+        os.replace(path, gone)
+    except FileNotFoundError:
+        return None
+    return gone
+
+
+def _nearline(session: Session, rows: Sequence[tuple[Replica, str]], root: Path) -> list[Path]:
+    retired = []
+    for replica, lfn in rows:
+        replica.state, replica.pinned_until = ReplicaState.NEARLINE, None
+        replica.modified = utcnow()
+        gone = _retire(root, lfn)
+        if gone is not None:
+            retired.append(gone)
+    session.flush()
+    return retired
+
+
+def sweep(
+    db: Database,
+    se: str,
+    root: Path,
+    *,
+    grace: float = 0.0,
+    limit_bytes: int = 0,
+    lfns: Sequence[str] | None = None,
+) -> list[str]:
+    """Evict expired copies (or exactly *lfns*, whatever their pins); return the LFNs evicted."""
+    now = utcnow()
+    online = (
+        select(Replica, Entry.path)
+        .join(Entry, Replica.entry_id == Entry.id)
+        .where(Replica.se == se, Replica.state == ReplicaState.ONLINE)
+    )
+    if db.dialect == "postgresql":
+        online = online.with_for_update(of=Replica)
+    with db.session(write=True) as session:
+        if lfns is not None:
+            victims = [(r, p) for r, p in session.execute(online.where(Entry.path.in_(list(lfns))))]
+        else:
+            ended = now - dt.timedelta(seconds=grace)
+            rows = [(r, p) for r, p in session.execute(online)]
+            victims = [(r, p) for r, p in rows if r.pinned_until is None or r.pinned_until <= ended]
+            if limit_bytes > 0:
+                chosen = {id(r) for r, _ in victims}
+                total = sum(r.size or 0 for r, _ in rows if id(r) not in chosen)
+                unpinned = sorted(
+                    (
+                        (r, p)
+                        for r, p in rows
+                        if id(r) not in chosen
+                        and r.pinned_until is not None
+                        and r.pinned_until <= now
+                    ),
+                    key=lambda rp: rp[0].pinned_until or now,
+                )
+                for r, p in unpinned:
+                    if total <= limit_bytes:
+                        break
+                    victims.append((r, p))
+                    total -= r.size or 0
+        retired = _nearline(session, victims, root)
+    for path in retired:
+        path.unlink(missing_ok=True)
+    evicted = [p for _, p in victims]
+    if evicted:
+        logger.info("evicted %d file(s) from the cache of %s", len(evicted), se)
+    return evicted
+
+
+def clean_debris(root: Path, older_than: float) -> int:
+    """Remove temporary files of dead writers and leftovers of evictions; return how many."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            if name.endswith((TMP_SUFFIX, EVICTED_SUFFIX)):
+                full = Path(dirpath) / name
+                try:
+                    if name.endswith(EVICTED_SUFFIX) or full.stat().st_mtime < cutoff:
+                        full.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+    return removed

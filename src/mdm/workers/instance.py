@@ -1,0 +1,229 @@
+"""One instance of a recall, from the PACS's bytes to a complete encrypted file in the cache.
+
+``InstanceProcessor.process`` is what the recall worker's thread pool runs for every instance
+it receives: decode, anonymize, encode, check that the pseudonymous SOP Instance UID is the one
+of the LFN, then either the *first encryption* (new key, registered on the key servers with
+k+1 acknowledgements, recipe written) or the *replay* of the recorded one
+(``mdm.workers.recipe``), size and checksums compared with the catalog's, and the ciphertext
+written through a temporary name and a rename. Every problem becomes an ``Outcome`` with a
+reason for that file alone. Files and recipes are written without fsync: the worker flushes
+once per batch before recording anything ONLINE.
+
+Also here: what ``mdm register`` and the worker share (the anonymizer built from the settings,
+the worker's service identity in the catalog) and per-stage timings.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from mdm.acl import Identity
+from mdm.catalog.access import Caller
+from mdm.crypto import Header, new_key
+from mdm.dicom.anonymize import Anonymizer, Options
+from mdm.errors import ChecksumMismatch, ConfigError, MDMError
+from mdm.keystore import KeyStore
+from mdm.settings import Settings
+from mdm.workers import cache
+from mdm.workers.recipe import RecipeStore, first_encryption, replay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Work:
+    """One file of the batch (one or more staging rows naming the same LFN)."""
+
+    file_ids: list[int]
+    lfn: str
+    guid: str
+    pacs: str
+    size: int | None
+    adler32: str | None
+    sha256: str | None
+    original_sop: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one file: ``reason`` is None on success, else why it FAILS (shown to
+    the grid user by the Tape REST poll, so it never holds an original UID or a name)."""
+
+    work: Work
+    reason: str | None = None  # None: success
+    size: int = 0
+    sums: Mapping[str, str] = field(default_factory=dict)
+    key_id: str = ""
+    header: Mapping[str, Any] = field(default_factory=dict)
+
+
+def read_secret(path: Path) -> bytes:
+    """The site secret (trailing newline ignored); too short a secret would make pseudonyms
+    guessable, so it is refused rather than used."""
+    try:
+        data = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the site secret {path}: {exc.strerror}") from exc
+    if len(data) < 16:
+        raise ConfigError(f"the site secret {path} is shorter than 16 bytes")
+    return data
+
+
+def anonymizer_from(settings: Settings) -> Anonymizer:
+    """The anonymizer of the site: ``mdm register`` and every worker must build the same one,
+    or LFNs, pseudonymous PatientIDs and re-recalled bytes would disagree."""
+    cfg = settings.anonymize
+    if cfg.secret_file is None:
+        raise ConfigError("the recall worker needs anonymize.secret_file", key="secret_file")
+    options = Options.from_names(cfg.options, cfg.allow_burned_in_sop_classes)
+    return Anonymizer(options, secret=read_secret(cfg.secret_file))
+
+
+def encode(ds: Dataset) -> bytes:
+    """The anonymized instance as a Part 10 file (zeroed preamble), deterministic bytes."""
+    ds.preamble = b"\x00" * 128
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def header_json(ds: Dataset) -> dict[str, Any]:
+    """The de-identified header as DICOM JSON, without pixel data or other bulk data."""
+    data = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _e: "")
+    return {
+        tag: el
+        for tag, el in data.items()
+        if not tag.startswith("7FE0") and "BulkDataURI" not in el and "InlineBinary" not in el
+    }
+
+
+def service_caller(settings: Settings) -> Caller:
+    """The worker as the catalog sees it: a service identity (list, read, write; no identity)."""
+    dn = f"/CN=mdm-recall-worker/CN={socket.gethostname()}"
+    return Caller(Identity(dn=dn), (f"dn:{dn}",), service=True)
+
+
+class Timings:
+    """Seconds spent per stage, summed over threads: what to tune (``mdm worker recall``
+    prints them). Pool stages: ``anonymize``, ``keys``, ``encrypt``, ``write``; batch stages:
+    ``retrieve``, ``drain``, ``sync``, ``record``."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        with self._lock:
+            self.totals[stage] = self.totals.get(stage, 0.0) + now - since
+        return now
+
+
+class InstanceProcessor:
+    """Processes instances for the recall worker (thread-safe; see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        anonymizer: Anonymizer,
+        recipes: RecipeStore,
+        cache_root: Path,
+        timings: Timings,
+    ) -> None:
+        self.settings = settings
+        self.anonymizer = anonymizer
+        self.recipes = recipes
+        self.cache_root = cache_root
+        self.timings = timings
+        # One KeyStore per pool thread: a KeyStore runs at most 2n server calls at a time,
+        # i.e. two registrations, and registrations are latency-bound (fsync on 5 servers).
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._keystores: list[KeyStore] = []
+        first = self._new_keystore()
+        self.k, self.n = first.k, first.n
+
+    def close(self) -> None:
+        for ks in self._keystores:
+            ks.close()
+
+    def process(self, w: Work, data: bytes, acl: Mapping[str, list[str]]) -> Outcome:
+        """Anonymize, encrypt (first time or replay) and write one instance; never raises."""
+        try:
+            t0 = time.perf_counter()
+            ds = dcmread(io.BytesIO(data))
+            anon = self.anonymizer.anonymize(ds)
+            if anon.identity.pseudo_sop_instance_uid != w.lfn.rsplit("/", 1)[-1]:
+                return Outcome(
+                    w,
+                    "the anonymized SOP Instance UID does not match the LFN "
+                    "(site secret changed since registration?)",
+                )
+            plaintext = encode(anon.dataset)
+            t1 = self.timings.add("anonymize", t0)
+            recipe = self.recipes.load(w.guid)
+            if recipe is None:
+                if w.sha256 is not None:
+                    return Outcome(
+                        w,
+                        "the file was recalled before but its recipe is lost: "
+                        "the same bytes cannot be produced again",
+                    )
+                key, key_id = new_key(), uuid.uuid4()
+                header = Header.new(
+                    len(plaintext),
+                    key_id=key_id,
+                    file_guid=uuid.UUID(w.guid),
+                    k=self.k,
+                    n=self.n,
+                )
+                self._thread_keystore().register(str(key_id), key, acl=acl)
+                t1 = self.timings.add("keys", t1)
+                blob, recipe = first_encryption(plaintext, key, header)
+                self.recipes.save(w.guid, recipe, fsync=False)  # flushed before ONLINE
+            else:
+                key = self._thread_keystore().fetch(recipe.key_id)
+                t1 = self.timings.add("keys", t1)
+                blob = replay(plaintext, key, recipe)
+            t1 = self.timings.add("encrypt", t1)
+            if w.size is not None and w.size != len(blob):
+                raise ChecksumMismatch(f"size {len(blob)} differs from the registered {w.size}")
+            sums = cache.write_atomically(self.cache_root, w.lfn, blob, fsync=False)
+            self.timings.add("write", t1)
+            if (w.sha256, w.adler32) not in ((None, None), (sums["sha256"], sums["adler32"])):
+                raise ChecksumMismatch("the checksums differ from the registered ones")
+            return Outcome(w, None, len(blob), sums, recipe.key_id, header_json(anon.dataset))
+        except MDMError as exc:
+            return Outcome(w, f"{type(exc).__name__}: {exc.message}")
+        except Exception as exc:  # a parse error deep in pydicom: this instance only
+            logger.warning("recall of %s failed: %s", w.lfn, type(exc).__name__)
+            return Outcome(w, f"cannot process the instance ({type(exc).__name__})")
+
+    def _new_keystore(self) -> KeyStore:
+        ks = KeyStore(self.settings.keystore, tls=self.settings.tls)
+        with self._lock:
+            self._keystores.append(ks)
+        return ks
+
+    def _thread_keystore(self) -> KeyStore:
+        ks: KeyStore | None = getattr(self._local, "keystore", None)
+        if ks is None:
+            ks = self._local.keystore = self._new_keystore()
+        return ks

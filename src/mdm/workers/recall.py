@@ -1,0 +1,481 @@
+"""The recall worker: staging requests -> PACS -> anonymize -> encrypt -> cache -> ONLINE.
+
+One batch (:meth:`RecallWorker.run_once`) is the files of one series claimed from the catalog
+staging queue under a lease (renewed by a heartbeat while the batch runs). The worker:
+
+1. resolves the pseudonymous UIDs of the LFNs to the originals (identity vault, audited);
+2. retrieves the instances from the PACS each file came from (replica ``pacs:NAME``), by
+   C-GET or C-MOVE as configured, the UID list split over ``max_associations`` associations;
+3. for every instance, in a thread pool fed while the retrieval goes on (so retrieval, the
+   CPU work and the key-server round trips overlap): anonymize, encode, then either encrypt
+   for the first time under a new key registered on the key servers (k+1 acknowledgements,
+   the study's ``read`` ACL) or replay the recorded encryption (``mdm.workers.recipe``), check
+   size and checksums against the catalog, and write to the cache (tmp + fsync + rename);
+4. records, per file and in one transaction: size, adler32, sha256 and key id, the replica
+   ONLINE with its pin, the de-identified header in the metadata catalog, the staging file
+   COMPLETED. A refused or corrupt instance FAILS alone, with its reason.
+
+A worker killed at any point leaves at most a temporary file (removed later) or a complete
+file whose replica is not ONLINE; its claims expire and another worker finishes the request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from mdm._log import quiet_pynetdicom
+from mdm.catalog import access, files, qido, staging, vault
+from mdm.catalog.db import CatalogDatabases
+from mdm.catalog.files import FileInfo
+from mdm.catalog.models import AclGrant, Entry, Instance, ReplicaState, Right, utcnow
+from mdm.dicom import scp
+from mdm.dicom.pacs import Pacs
+from mdm.dicom.retrieve import RetrieveRequest
+from mdm.errors import ConfigError, Conflict, MDMError
+from mdm.settings import Settings
+from mdm.workers import cache
+from mdm.workers.instance import (
+    InstanceProcessor,
+    Outcome,
+    Timings,
+    Work,
+    anonymizer_from,
+    service_caller,
+)
+from mdm.workers.recipe import RecipeStore
+
+logger = logging.getLogger(__name__)
+
+#: ``anonymizer_from`` and ``service_caller`` (from ``mdm.workers.instance``) are re-exported:
+#: callers that run a worker also build the same anonymizer and catalog identity.
+__all__ = [
+    "BatchResult",
+    "RecallWorker",
+    "anonymizer_from",
+    "pacs_replica",
+    "run",
+    "run_once",
+    "service_caller",
+]
+
+PACS_REPLICA = "pacs:"
+
+
+def pacs_replica(name: str) -> str:
+    """The ``se`` of the replica row that says which PACS holds a file's original."""
+    return PACS_REPLICA + name
+
+
+@dataclass
+class BatchResult:
+    completed: int = 0
+    failed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def files(self) -> int:
+        return self.completed + self.failed
+
+
+class RecallWorker:
+    """Processes the staging queue; see the module docstring. Close it (or use ``with``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        threads: int = 16,
+        batch: int = 64,
+    ) -> None:
+        quiet_pynetdicom()
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        cat = settings.catalog
+        self.dbs = CatalogDatabases(
+            cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
+        )
+        self.caller = service_caller(settings)
+        self.timings = Timings()
+        st = settings.storage
+        self.se = st.name
+        self.cache_root = Path(st.cache_dir)
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        recipes = RecipeStore(st.recipe_dir or self.cache_root.parent / "recipes")
+        self.processor = InstanceProcessor(
+            settings, anonymizer_from(settings), recipes, self.cache_root, self.timings
+        )
+        self.pin = dt.timedelta(seconds=st.pin_lifetime_seconds)
+        self.lease = cat.claim_lease_seconds
+        self.batch = batch
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="mdm-recall")
+        self._pacs: dict[str, Pacs] = {}
+        self._receiver: scp.StorageReceiver | None = None
+        self._scp: Any = None
+
+    def __enter__(self) -> RecallWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._scp is not None:
+            self._scp.shutdown()
+        self.processor.close()
+        self.dbs.dispose()
+
+    # -- PACS ------------------------------------------------------------------------------
+
+    def pacs(self, name: str) -> Pacs:
+        if name not in self._pacs:
+            section = self.settings.dicom.pacs.get(name)
+            if section is None:
+                raise ConfigError(f"files come from PACS {name!r}, which is not configured")
+            if section.method.strip().lower() == "c-move" and self._receiver is None:
+                self._receiver = scp.StorageReceiver()
+                self._scp = scp.start(self.settings.dicom, self._receiver)
+            self._pacs[name] = Pacs(name, section, self.settings.dicom, receiver=self._receiver)
+        return self._pacs[name]
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def run_once(self) -> BatchResult:
+        """Claim and process one batch (one series); an empty result when nothing is queued."""
+        with self.dbs.catalog.session(write=True) as s:
+            claimed = staging.claim(
+                s,
+                self.caller,
+                self.worker_id,
+                limit=self.batch,
+                lease=self.lease,
+                max_attempts=self.settings.catalog.claim_max_attempts,
+            )
+            rows = [(f.id, f.path) for f in claimed]
+        if not rows:
+            return BatchResult()
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=([i for i, _ in rows], stop), daemon=True
+        )
+        beat.start()
+        try:
+            return self._batch(rows)
+        finally:
+            stop.set()
+            beat.join()
+
+    def _heartbeat(self, file_ids: list[int], stop: threading.Event) -> None:
+        while not stop.wait(max(self.lease / 3, 0.5)):
+            try:
+                with self.dbs.catalog.session(write=True) as s:
+                    held = [i for i in file_ids if _still_held(s, i, self.worker_id)]
+                    staging.extend(s, self.caller, self.worker_id, held, self.lease)
+            except MDMError as exc:
+                logger.warning("could not renew the staging lease: %s", exc.message)
+
+    def _batch(self, rows: list[tuple[int, str]]) -> BatchResult:
+        works: dict[str, Work] = {}
+        online: list[Work] = []
+        result = BatchResult()
+        seen: dict[str, Work] = {}
+        with self.dbs.catalog.session() as s:
+            for file_id, lfn in rows:
+                if lfn in seen:  # staged by several requests: one recall, all completed
+                    seen[lfn].file_ids.append(file_id)
+                    continue
+                entry = s.scalar(select(Entry).where(Entry.path == lfn))
+                if entry is None:
+                    lost = Work([file_id], lfn, "", "", None, None, None)
+                    self._finish([Outcome(lost, "the file is no longer in the catalog")], result)
+                    continue
+                names = [
+                    r.se[len(PACS_REPLICA) :]
+                    for r in entry.replicas
+                    if r.se.startswith(PACS_REPLICA)
+                ]
+                if not names and len(self.settings.dicom.pacs) == 1:
+                    names = list(self.settings.dicom.pacs)
+                works[lfn] = seen[lfn] = Work(
+                    [file_id],
+                    lfn,
+                    entry.guid,
+                    names[0] if names else "",
+                    entry.size,
+                    entry.adler32,
+                    entry.sha256,
+                )
+                mine = [r for r in entry.replicas if r.se == self.se]
+                if (
+                    mine
+                    and mine[0].state is ReplicaState.ONLINE
+                    and entry.size is not None
+                    and cache.present(self.cache_root, lfn, entry.size)
+                ):
+                    online.append(works.pop(lfn))  # still in the cache: only renew its pin
+            acl = _key_acl(s, next(iter(works))) if works else {}
+        if online:
+            self._finish(
+                [
+                    Outcome(
+                        w, None, w.size or 0, {"adler32": w.adler32 or "", "sha256": w.sha256 or ""}
+                    )
+                    for w in online
+                ],
+                result,
+            )
+        if not works:
+            return result
+        parts = {lfn: access.split_path(lfn) for lfn in works}
+        study, series = next(iter(parts.values()))[:2]
+        try:
+            with self.dbs.vault.session(write=True) as vs:
+                originals = vault.original_uids(
+                    vs,
+                    self.caller,
+                    lambda _p, _r: False,
+                    [study, series, *(p[2] for p in parts.values())],
+                    reason="recall",
+                )
+        except MDMError as exc:
+            self._finish(
+                [Outcome(w, f"identity vault: {exc.message}") for w in works.values()], result
+            )
+            return result
+        for lfn, w in works.items():
+            w.original_sop = originals[parts[lfn][2]]
+        by_pacs: dict[str, list[Work]] = {}
+        for w in works.values():
+            by_pacs.setdefault(w.pacs, []).append(w)
+        for name, group in by_pacs.items():
+            self._recall(name, originals[study], originals[series], group, acl, result)
+        return result
+
+    def _recall(
+        self,
+        name: str,
+        study: str,
+        series: str,
+        group: list[Work],
+        acl: Mapping[str, list[str]],
+        result: BatchResult,
+    ) -> None:
+        if not name:
+            self._finish([Outcome(w, "no PACS is recorded for this file") for w in group], result)
+            return
+        by_sop = {w.original_sop: w for w in group}
+        futures: dict[str, Future[Outcome]] = {}
+        problem = ""
+        reports = []
+        try:
+            pacs = self.pacs(name)
+            uids = sorted(by_sop)
+            n = max(1, min(pacs.settings.max_associations, len(uids) // 8 or 1))
+            requests = [
+                RetrieveRequest(study, series, tuple(c), expected=frozenset(c))
+                for c in (uids[i::n] for i in range(n))
+                if c
+            ]
+            t0 = time.perf_counter()
+            retrieval = pacs.iter_retrieve(requests, buffer=16)
+            for instance in retrieval:
+                w = by_sop.get(instance.sop_instance_uid)
+                if w is not None and instance.sop_instance_uid not in futures:
+                    futures[instance.sop_instance_uid] = self.pool.submit(
+                        self.processor.process, w, instance.data, acl
+                    )
+            reports = retrieval.reports
+            self.timings.add("retrieve", t0)
+        except MDMError as exc:
+            problem = f"PACS {name!r}: {exc.message}"
+        failed: dict[str, str] = {}
+        for report in reports:
+            failed.update({uid: f"PACS {name!r}: {why}" for uid, why in report.failed.items()})
+            for uid in report.missing:
+                failed.setdefault(uid, f"PACS {name!r} did not deliver it: {report.summary()}")
+        t0 = time.perf_counter()
+        outcomes = [futures[uid].result() for uid in futures]
+        self.timings.add("drain", t0)
+        for uid, w in by_sop.items():
+            if uid not in futures:
+                why = failed.get(uid) or problem or f"PACS {name!r} did not deliver it"
+                outcomes.append(Outcome(w, why))
+        t0 = time.perf_counter()
+        if any(o.reason is None for o in outcomes):
+            os.sync()  # one flush for the batch: files and recipes are durable before ONLINE
+        self.timings.add("sync", t0)
+        t0 = time.perf_counter()
+        self._finish(outcomes, result)
+        self.timings.add("record", t0)
+
+    # -- one instance (thread pool) -------------------------------------------------------
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _finish(self, outcomes: Iterable[Outcome], result: BatchResult) -> None:
+        now = utcnow()
+        with self.dbs.catalog.session(write=True) as s:
+            for o in outcomes:
+                w = o.work
+                try:
+                    with s.begin_nested():
+                        if o.reason is None and not cache.present(self.cache_root, w.lfn, o.size):
+                            o = dataclasses.replace(
+                                o, reason="the cache copy vanished; stage again"
+                            )
+                        if o.reason is None:
+                            self._online(s, o, now)
+                            for fid in w.file_ids:
+                                staging.complete(s, self.caller, self.worker_id, fid)
+                            result.completed += 1
+                        else:
+                            self._failed(s, o)
+                            result.failed += 1
+                except Conflict as exc:  # the claim was lost (expired): another worker has it
+                    logger.warning("%s: %s", w.lfn, exc.message)
+
+    def _online(self, s: Any, o: Outcome, now: dt.datetime) -> None:
+        w = o.work
+        info = FileInfo(o.size, o.sums["adler32"], o.sums["sha256"], o.key_id or None)
+        files.set_content(s, self.caller, w.lfn, info)
+        files.add_replica(
+            s,
+            self.caller,
+            w.lfn,
+            se=self.se,
+            url=self._url(w.lfn),
+            state=ReplicaState.ONLINE,
+            pinned_until=now + self.pin,
+            info=FileInfo(o.size, o.sums["adler32"], o.sums["sha256"]),
+        )
+        instance = s.scalar(select(Instance).join(Entry).where(Entry.path == w.lfn))
+        if instance is not None and o.header:
+            series_attrs = instance.series.attrs or {}
+            instance.attrs = {
+                t: e
+                for t, e in o.header.items()
+                if t not in qido.BY_TAG and series_attrs.get(t) != e
+            }
+            for column, tag in (("rows", "00280010"), ("columns", "00280011")):
+                value = (o.header.get(tag) or {}).get("Value")
+                if value and getattr(instance, column) is None:
+                    setattr(instance, column, int(value[0]))
+
+    def _failed(self, s: Any, o: Outcome) -> None:
+        w = o.work
+        reason = o.reason or "failed"
+        for fid in w.file_ids:
+            if _still_held(s, fid, self.worker_id):
+                staging.fail(s, self.caller, self.worker_id, fid, reason)
+        if w.guid:
+            entry = files.get_entry(s, self.caller, w.lfn)
+            mine = [r for r in entry.replicas if r.se == self.se]
+            if not mine or mine[0].state is not ReplicaState.ONLINE:
+                files.add_replica(
+                    s,
+                    self.caller,
+                    w.lfn,
+                    se=self.se,
+                    url=self._url(w.lfn),
+                    state=ReplicaState.FAILED,
+                    reason=reason[:1000],
+                )
+        logger.info("recall of %s failed: %s", w.lfn, reason)
+
+    def _url(self, lfn: str) -> str:
+        base = self.settings.storage.url.rstrip("/")
+        return f"{base}{lfn}" if base else lfn
+
+    # -- eviction --------------------------------------------------------------------------
+
+    def sweep(self) -> list[str]:
+        st = self.settings.storage
+        cache.clean_debris(self.cache_root, older_than=max(self.lease, 60.0))
+        return cache.sweep(
+            self.dbs.catalog,
+            self.se,
+            self.cache_root,
+            grace=st.release_grace_seconds,
+            limit_bytes=st.cache_limit_bytes,
+        )
+
+
+def _still_held(s: Any, file_id: int, worker: str) -> bool:
+    from mdm.catalog.models import StageFile, StageState
+
+    f = s.get(StageFile, file_id)
+    return f is not None and f.state is StageState.STARTED and f.claimed_by == worker
+
+
+def _key_acl(s: Any, lfn: str) -> dict[str, list[str]]:
+    """The key's ACL: whoever holds ``decrypt`` (level 2) on the study or series (or /dicom).
+
+    Not ``read``: that is level 1 (ciphertext only), which must not open the key servers.
+    """
+    anchors = access.anchors(lfn)
+    stmt = select(AclGrant.principal).where(
+        AclGrant.right == Right.DECRYPT, AclGrant.path.in_(anchors)
+    )
+    return {p: ["read"] for p in sorted(set(s.scalars(stmt)))}
+
+
+def run_once(settings: Settings, *, worker: RecallWorker | None = None) -> BatchResult:
+    """Drain the queue once (every claimable batch), then evict what expired."""
+    own = worker is None
+    w = worker or RecallWorker(settings)
+    total = BatchResult()
+    try:
+        while (r := w.run_once()).files:
+            total.completed += r.completed
+            total.failed += r.failed
+        w.sweep()
+    finally:
+        if own:
+            w.close()
+    return total
+
+
+def run(
+    settings: Settings,
+    once: bool = False,
+    stop_event: threading.Event | None = None,
+    *,
+    idle: float = 1.0,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    threads: int = 16,
+) -> BatchResult:
+    """Process the queue until *stop_event* is set (or, with *once*, until it is empty)."""
+    stop = stop_event or threading.Event()
+    total = BatchResult()
+    with RecallWorker(settings, threads=threads) as w:
+        last_sweep = 0.0
+        while not stop.is_set():
+            r = w.run_once()
+            total.completed += r.completed
+            total.failed += r.failed
+            if r.files and on_batch is not None:
+                on_batch(r)
+            if time.monotonic() - last_sweep > idle * 5 or not r.files:
+                w.sweep()
+                last_sweep = time.monotonic()
+            if not r.files:
+                if once:
+                    break
+                stop.wait(idle)
+        total.timings = dict(w.timings.totals)
+    return total

@@ -1,0 +1,52 @@
+"""The per-instance steps of the recall worker that need no server: the anonymized bytes are
+deterministic (what makes re-recall possible), and the header kept has no bulk data."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from mdm.dicom.anonymize import Anonymizer
+from mdm.dicom.corpus import CorpusSpec, generate
+from mdm.errors import ConfigError
+from mdm.settings import Settings
+from mdm.workers.instance import anonymizer_from, encode, header_json, read_secret
+
+SECRET = b"unit-test-site-secret-0123456789"
+
+
+def test_the_anonymized_instance_is_the_same_bytes_every_time() -> None:
+    _row, ds = next(iter(generate(CorpusSpec(patients=1, instances_per_series=1))))
+    a = encode(Anonymizer(secret=SECRET).anonymize(copy.deepcopy(ds)).dataset)
+    b = encode(Anonymizer(secret=SECRET).anonymize(copy.deepcopy(ds)).dataset)
+    assert a == b
+    assert a[:128] == b"\0" * 128
+    assert a[128:132] == b"DICM"
+    other = encode(Anonymizer(secret=SECRET[::-1]).anonymize(copy.deepcopy(ds)).dataset)
+    assert other != a, "another site secret gives another instance (another version)"
+
+
+def test_the_header_kept_in_the_catalog_has_no_pixel_or_bulk_data() -> None:
+    _row, ds = next(iter(generate(CorpusSpec(patients=1, instances_per_series=1))))
+    anon = Anonymizer(secret=SECRET).anonymize(ds).dataset
+    header = header_json(anon)
+    assert "7FE00010" not in header
+    assert all("InlineBinary" not in e and "BulkDataURI" not in e for e in header.values())
+    assert header["00080018"]["Value"] == [str(anon.SOPInstanceUID)]
+    assert str(ds.PatientName) not in str(header) or str(ds.PatientName).startswith("ANONYMOUS")
+
+
+def test_the_site_secret_is_required_and_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"anonymize\.secret_file"):
+        anonymizer_from(Settings())
+    short = tmp_path / "short"
+    short.write_bytes(b"tooshort\n")
+    with pytest.raises(ConfigError, match="shorter than 16 bytes"):
+        read_secret(short)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_secret(tmp_path / "missing")
+    good = tmp_path / "good"
+    good.write_bytes(SECRET + b"\n")
+    assert read_secret(good) == SECRET
