@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mdm.cli import LazyGroup
@@ -16,3 +18,22 @@ SERVERS = {
 @click.group(cls=LazyGroup, lazy=SERVERS, package="mdm.cli")
 def serve() -> None:
     """Run an MDM server: keyserver, catalog or se (storage element)."""
+
+
+def server_tls(settings: Any) -> Any:
+    """The TLS settings a server runs with; refuse to start without them.
+
+    Every MDM decision starts from the caller's verified certificate, so a server without TLS
+    could only ever answer 401: rather than listen in clear text, say what is missing.
+    """
+    from mdm.errors import ConfigError
+
+    tls = settings.tls
+    missing = [name for name in ("cert", "ca_dir") if getattr(tls, name) is None]
+    if missing:
+        raise ConfigError(
+            f"a server needs mutual TLS: set tls.{' and tls.'.join(missing)} "
+            "(mdm pki makes test certificates)",
+            key="tls",
+        )
+    return tls

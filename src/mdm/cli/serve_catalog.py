@@ -30,6 +30,7 @@ def catalog(
 ) -> None:
     """Run the catalog service."""
     from mdm.cli import load_settings
+    from mdm.cli.serve import server_tls
     from mdm.servers.catalog_app import create_app
     from mdm.servers.run import serve_forever
 
@@ -48,7 +49,7 @@ def catalog(
     cfg = dataclasses.replace(settings.catalog, **changes)
     settings = dataclasses.replace(settings, catalog=cfg)
     app = create_app(settings)
-    tls = settings.tls if settings.tls.cert is not None else None
+    tls = server_tls(settings)
 
     def ready(url: str) -> None:
         click.echo(f"catalog listening on {url}", err=True)

@@ -26,6 +26,7 @@ def keyserver(
 ) -> None:
     """Run key server number INDEX (holds share x = INDEX of every key)."""
     from mdm.cli import load_settings
+    from mdm.cli.serve import server_tls
     from mdm.servers.keyserver_app import create_app
     from mdm.servers.run import serve_forever
 
@@ -43,7 +44,7 @@ def keyserver(
     ks = dataclasses.replace(settings.keyserver, **changes)
     settings = dataclasses.replace(settings, keyserver=ks)
     app = create_app(settings)
-    tls = settings.tls if settings.tls.cert is not None else None
+    tls = server_tls(settings)
 
     def ready(url: str) -> None:
         click.echo(f"key server {ks.index} listening on {url}", err=True)

@@ -1,17 +1,22 @@
 """``mdm serve se``: the storage element (WebDAV + WLCG Tape REST API) over mutual TLS.
 
-Until the catalog-backed backend is plugged in, the SE serves a disk nearline store: the
-``storage.archive_dir`` tree is the namespace (the "tape"), recalls copy into
-``storage.cache_dir``, and ``storage.acl_file`` grants ``list``/``read`` (default deny).
+Two back-ends. Without ``storage.archive_dir`` (the normal case) the SE serves the file catalog
+(``catalog.database_url``): catalog ACLs, staging through the catalog queue drained by
+``mdm worker recall``, ONLINE files from ``storage.cache_dir`` (``mdm.servers.se_catalog``).
+With ``storage.archive_dir`` it serves a disk nearline store instead: that tree is the namespace
+(the "tape"), recalls copy into ``storage.cache_dir``, and ``storage.acl_file`` grants
+``list``/``read`` (default deny).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from mdm.cli import load_settings
+from mdm.cli.serve import server_tls
 
 
 @click.command("se")
@@ -52,10 +57,12 @@ def se(
     from mdm.storage.posix import PosixNearline
 
     settings = load_settings(ctx)
+    server_tls(settings)
     cfg = settings.storage
     archive = archive_dir or cfg.archive_dir
     if archive is None:
-        raise ConfigError("the SE needs storage.archive_dir (or --archive-dir)", key="archive_dir")
+        _serve_catalog(settings, host, port, cache_dir)
+        return
     if not Path(archive).is_dir():
         raise ConfigError(f"archive directory {archive} does not exist", key="archive_dir")
     acl = acl_file or cfg.acl_file
@@ -75,10 +82,51 @@ def se(
     try:
         serve_forever(
             create_app(backend, settings),
-            tls=settings.tls if settings.tls.cert else None,
+            tls=server_tls(settings),
             host=host or cfg.host,
             port=cfg.port if port is None else port,
             on_ready=lambda url: click.echo(f"storage element listening on {url}", err=True),
         )
     finally:
         backend.stop()
+
+
+def _serve_catalog(
+    settings: Any, host: str | None, port: int | None, cache_dir: Path | None
+) -> None:
+    """The catalog-backed SE, with a thread evicting expired copies every few seconds."""
+    import dataclasses
+    import threading
+
+    from mdm.servers.run import serve_forever
+    from mdm.servers.se_app import create_app
+    from mdm.servers.se_catalog import CatalogStorage
+
+    cfg = settings.storage
+    if cache_dir is not None:
+        cfg = dataclasses.replace(cfg, cache_dir=cache_dir)
+        settings = dataclasses.replace(settings, storage=cfg)
+    backend = CatalogStorage(settings)
+    stop = threading.Event()
+
+    def evict() -> None:
+        while not stop.wait(5.0):
+            try:
+                backend.evict_expired()
+            except Exception as exc:  # keep serving; the next round retries
+                click.echo(f"warning: eviction failed: {exc}", err=True)
+
+    thread = threading.Thread(target=evict, name="mdm-se-evict", daemon=True)
+    thread.start()
+    try:
+        serve_forever(
+            create_app(backend, settings),
+            tls=server_tls(settings),
+            host=host or cfg.host,
+            port=cfg.port if port is None else port,
+            on_ready=lambda url: click.echo(f"storage element listening on {url}", err=True),
+        )
+    finally:
+        stop.set()
+        thread.join()
+        backend.close()
