@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from mdm.dicom import scp
 from mdm.dicom.corpus import CorpusInstance, CorpusSpec, generate, to_bytes
 from mdm.dicom.pacs import Pacs
 from mdm.dicom.retrieve import RetrieveRequest
@@ -22,7 +21,6 @@ from mdm.dicom.scp import ReceivedInstance, StorageReceiver
 from mdm.dicom.walk import walk
 from mdm.errors import AssociationRejected
 from mdm.settings import DicomSettings, PacsSettings
-from tests.helpers.ports import free_port
 from tests.helpers.qrscp import DcmQrScp, dcmqrscp_server
 from tests.helpers.tools import require_tool
 
@@ -33,22 +31,6 @@ Corpus = dict[str, tuple[CorpusInstance, Dataset]]
 @pytest.fixture(scope="module")
 def corpus() -> Corpus:
     return {row.sop_instance_uid: (row, ds) for row, ds in generate(SPEC)}
-
-
-@pytest.fixture(scope="module")
-def dicom() -> DicomSettings:
-    return DicomSettings(ae_title="MDM", host="127.0.0.1", port=free_port())
-
-
-@pytest.fixture(scope="module")
-def receiver(dicom: DicomSettings) -> Iterator[StorageReceiver]:
-    receiver = StorageReceiver()
-    server = scp.start(dicom, receiver)
-    assert server is not None
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
 
 
 @pytest.fixture(scope="module")
