@@ -9,6 +9,8 @@ throw-away test CA, SQLite WAL, state changes fsynced), then measures with one c
 * ``KeyStore.register`` (split + 5 parallel PUTs, quorum k+1) and ``KeyStore.fetch``
   (5 parallel GETs, first 3 verified shares, KCV check), sequentially (latency p50/p99 and
   ops/s) and fetch with 4 client threads (throughput);
+* ``KeyStore.register_many`` with 64 keys per call (a recall batch: one ``POST
+  /v1/register`` per server, one transaction each), reported per key;
 * the same with server 5 killed.
 
 Ratios are against the plain GET measured in the same run. Usage::
@@ -42,6 +44,7 @@ from tests.helpers.ports import free_port  # noqa: E402
 from tests.helpers.procs import wait_for_port  # noqa: E402
 
 N, K = 5, 3
+BATCH = 64  # keys per register_many call: a recall worker's batch (one series)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -155,6 +158,20 @@ def run(n_ops: int, nodelay: bool) -> None:
                 lat, tput = timed(register, n_ops)
                 rows.append((f"register, {label}", lat, tput))
 
+                many = {f"bench-{tag}-many-{i}": new_key() for i in range(n_ops)}
+                chunks = [list(many)[i : i + BATCH] for i in range(0, len(many), BATCH)]
+
+                def register_many(
+                    i: int, chunks: list[list[str]] = chunks, many: dict[str, bytes] = many
+                ) -> None:
+                    out = ks.register_many([(kid, many[kid], None) for kid in chunks[i]])
+                    assert all(not isinstance(r, Exception) for r in out.values()), out
+
+                lat, _ = timed(register_many, len(chunks))
+                lat = [x / BATCH for x in lat]  # per key (the calls carry BATCH keys each)
+                name = f"register_many /{BATCH}, per key, {label}"
+                rows.append((name, lat, 1000 / statistics.mean(lat)))
+
                 lat, tput = timed(fetch, n_ops)
                 rows.append((f"fetch, {label}", lat, tput))
                 conc = threaded(fetch, n_ops, 4)
@@ -167,13 +184,13 @@ def run(n_ops: int, nodelay: bool) -> None:
                 f"\nkey store, n={N} k={K}, {n_ops} ops each, loopback, mTLS, SQLite WAL "
                 f"(state changes fsynced), {how}"
             )
-            print(f"{'operation':34} {'p50 ms':>8} {'p99 ms':>8} {'ops/s':>8} {'p50/GET':>8}")
+            print(f"{'operation':40} {'p50 ms':>8} {'p99 ms':>8} {'ops/s':>8} {'p50/GET':>8}")
             for name, lat, tput in rows:
                 if lat:
                     p50, p99 = statistics.median(lat), pct(lat, 0.99)
-                    print(f"{name:34} {p50:8.2f} {p99:8.2f} {tput:8.0f} {p50 / ref:8.1f}")
+                    print(f"{name:40} {p50:8.2f} {p99:8.2f} {tput:8.0f} {p50 / ref:8.1f}")
                 else:
-                    print(f"{name:34} {'':>8} {'':>8} {tput:8.0f} {'':>8}")
+                    print(f"{name:40} {'':>8} {'':>8} {tput:8.0f} {'':>8}")
             ks.close()
             plain.close()
         finally:

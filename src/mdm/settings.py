@@ -84,6 +84,7 @@ class KeyStoreSettings:
     threshold: int = 3
     write_quorum: int | None = None  # None: k + 1 acknowledgements to register
     timeout: float = 10.0
+    register_batch: int = 100  # keys per POST /v1/register; <= the servers' max_register_keys
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class KeyServerSettings:
     rate_limit_per_minute: int = 6000
     max_request_bytes: int = 65536
     fsync_reads: bool = False  # SQLite: also fsync the audit record of every fetch/read
+    max_register_keys: int = 100  # keys per POST /v1/register (one transaction, one fsync)
 
 
 @dataclass(frozen=True)

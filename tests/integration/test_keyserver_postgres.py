@@ -19,8 +19,10 @@ from mdm.keyserver.models import AuditRecord
 from mdm.keystore import new_key
 from tests.helpers.postgres import new_database
 from tests.unit.keyserver import test_keyserver_app as app_suite
+from tests.unit.keyserver import test_register_many as batch_app_suite
 from tests.unit.keyserver.inprocess import ALICE, BOB, CAROL, EVE, Cluster
 from tests.unit.keystore import test_keystore_quorums as quorum_suite
+from tests.unit.keystore import test_register_many as batch_client_suite
 
 pytestmark = pytest.mark.postgres
 
@@ -49,6 +51,15 @@ test_lying_server_is_named_and_key_still_right = (
 test_missing_and_denied_are_told_apart = quorum_suite.test_missing_and_denied_are_told_apart
 test_concurrent_grant_and_revoke_converge = quorum_suite.test_concurrent_grant_and_revoke_converge
 test_repair_and_scan = quorum_suite.test_repair_and_scan
+test_one_bad_key_does_not_sink_the_others = (
+    batch_app_suite.test_one_bad_key_does_not_sink_the_others
+)
+test_an_id_twice_in_one_batch_is_judged_like_a_second_request = (
+    batch_app_suite.test_an_id_twice_in_one_batch_is_judged_like_a_second_request
+)
+test_a_key_below_quorum_is_rolled_back_alone = (
+    batch_client_suite.test_a_key_below_quorum_is_rolled_back_alone
+)
 
 
 @pytest.fixture

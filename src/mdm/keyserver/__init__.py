@@ -40,4 +40,6 @@ def open_service(settings: KeyServerSettings) -> KeyService:
         creator_fqans=settings.creator_fqans,
     )
     db = Database(settings.database_url, fsync_reads=settings.fsync_reads)
-    return KeyService(db, master, slot=settings.index, policy=policy)
+    return KeyService(
+        db, master, slot=settings.index, policy=policy, max_batch=settings.max_register_keys
+    )

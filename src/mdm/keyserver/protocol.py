@@ -113,6 +113,22 @@ def openapi_document() -> dict[str, Any]:
             "key_ids": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_FETCH_KEYS}
         },
     }
+    register = {
+        "type": "object",
+        "required": ["keys"],
+        "properties": {
+            "keys": {
+                "type": "array",
+                "description": "at most keyserver.max_register_keys items (default 100)",
+                "items": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/ShareUpload"},
+                        {"type": "object", "required": ["key_id"]},
+                    ]
+                },
+            }
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -143,6 +159,15 @@ def openapi_document() -> dict[str, Any]:
                     params=[],
                 )
             },
+            "/v1/register": {
+                "post": _op(
+                    "register many shares in one transaction, each key checked on its own",
+                    "200",
+                    None,
+                    "RegisterMany",
+                    params=[],
+                )
+            },
             "/v1/keys/{key_id}/share": {
                 "put": _op(
                     "register (create-only, idempotent) or repair a share",
@@ -167,6 +192,7 @@ def openapi_document() -> dict[str, Any]:
                 "AclPut": acl_put,
                 "Problem": problem,
                 "FetchMany": fetch,
+                "RegisterMany": register,
             }
         },
     }

@@ -42,6 +42,7 @@ from mdm.keyserver.policy import AclDocument, Right, ServerPolicy, decide
 
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_SHARE_BYTES = 1024
+MAX_BATCH_KEYS = 100  # default of keyserver.max_register_keys
 T = TypeVar("T")
 
 
@@ -110,14 +111,31 @@ def _doc(rec: KeyRecord) -> AclDocument:
     return AclDocument(rec.key_id, rec.acl_version, rec.acl_prev, entries, rec.acl_digest)
 
 
+@dataclass
+class _Known:
+    """What a batch registration read up front: deleted ids and existing records."""
+
+    tombstones: set[str]
+    records: dict[str, KeyRecord]
+
+
 class KeyService:
-    def __init__(self, db: Database, master: MasterKey, *, slot: int, policy: ServerPolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        master: MasterKey,
+        *,
+        slot: int,
+        policy: ServerPolicy,
+        max_batch: int = MAX_BATCH_KEYS,
+    ) -> None:
         if not 1 <= slot <= 255:
             raise UsageError(f"a key-server index is 1..255, got {slot}")
         self.db = db
         self.master = master
         self.slot = slot
         self.policy = policy
+        self.max_batch = max(1, max_batch)
         self.audit = AuditLog(master.audit_key, server=f"[{slot}]")
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -197,6 +215,73 @@ class KeyService:
         self, who: Identity | None, info: RequestInfo, key_id: str, up: ShareUpload
     ) -> tuple[KeyView, bool]:
         """Store this server's share; returns ``(view, created)``. Idempotent when identical."""
+        body = self._register_body(key_id, up)
+        return self._run(who, info, "repair" if up.repair else "register", key_id, body)
+
+    def register_many(
+        self,
+        who: Identity | None,
+        info: RequestInfo,
+        items: Sequence[tuple[str, ShareUpload | MDMError]],
+    ) -> list[tuple[KeyView, bool] | MDMError]:
+        """Register many shares in ONE transaction (one fsync), each key on its own.
+
+        Every key is validated, authorized and audited exactly as by ``register`` (one audit
+        record per key, chained in order), inside its own savepoint: a refused key rolls back
+        only its own changes and is reported in its slot of the result; the others commit
+        together. Repairs are single-key only (an admin action, not a bulk path). An item may
+        be the ``MDMError`` the HTTP layer met parsing it: it is audited and reported alike.
+        """
+        if who is None:
+            exc = AuthenticationRequired("key servers need a client certificate")
+            self.record_refusal(who, info, "register", "", exc)
+            raise exc
+        if len(items) > self.max_batch:
+            err = UsageError(f"a batch registers at most {self.max_batch} keys, got {len(items)}")
+            self.record_refusal(who, info, "register", "", err)
+            raise err
+        out: list[tuple[KeyView, bool] | MDMError] = []
+        with self.db.transaction(durable=True) as s:
+            ids = [k for k, _ in items if isinstance(k, str) and KEY_ID_RE.match(k)]
+            known = _Known(
+                set(s.scalars(select(Tombstone.key_id).where(Tombstone.key_id.in_(ids)))),
+                {
+                    r.key_id: r
+                    for r in s.scalars(
+                        select(KeyRecord).where(KeyRecord.key_id.in_(ids)).with_for_update()
+                    )
+                },
+            )
+            for key_id, up in items:
+                try:
+                    if isinstance(up, MDMError):
+                        raise up
+                    check_key_id(key_id)
+                    if up.repair:
+                        raise UsageError("repairs are not accepted in a batch")
+                    with s.begin_nested():
+                        result, detail = self._register_body(key_id, up, known)(s, who)
+                    outcome = "granted"
+                    out.append(result)
+                except MDMError as exc:
+                    outcome, detail = _outcome(exc), f"{type(exc).__name__}: {exc.message}"
+                    out.append(exc)
+                self.audit.append(
+                    s,
+                    who=who,
+                    info=info,
+                    op="register",
+                    key_id=key_id,
+                    outcome=outcome,
+                    detail=f"{detail} (batch)",
+                )
+        return out
+
+    def _register_body(
+        self, key_id: str, up: ShareUpload, known: _Known | None = None
+    ) -> Callable[[Session, Identity], tuple[tuple[KeyView, bool], str]]:
+        """The body of one registration; *known* (batch) holds the tombstones and records
+        of the batch's key ids, read (and locked) with two queries instead of two per key."""
 
         def body(s: Session, who: Identity) -> tuple[tuple[KeyView, bool], str]:
             self._validate(key_id, up)
@@ -205,11 +290,15 @@ class KeyService:
                     raise PermissionDenied("repairing a share needs the key-server admin role")
             elif not self.policy.may_create(who):
                 raise PermissionDenied("this caller may not register keys on this server")
-            if s.get(Tombstone, key_id) is not None:
+            if known is None:
+                gone = s.get(Tombstone, key_id) is not None
+                rec = s.scalars(
+                    select(KeyRecord).where(KeyRecord.key_id == key_id).with_for_update()
+                ).one_or_none()
+            else:
+                gone, rec = key_id in known.tombstones, known.records.get(key_id)
+            if gone:
                 raise DuplicateKey(f"key id {key_id} was deleted; key ids are never reused")
-            rec = s.scalars(
-                select(KeyRecord).where(KeyRecord.key_id == key_id).with_for_update()
-            ).one_or_none()
             now = datetime.now(UTC)
             if rec is not None and not up.repair:
                 same = (
@@ -239,10 +328,12 @@ class KeyService:
                 s.flush()
             except sa_exc.IntegrityError as exc:  # a concurrent PUT won the insert
                 raise DuplicateKey(f"key {key_id} was registered concurrently") from exc
+            if known is not None:  # a later item of the batch naming this id sees it
+                known.records[key_id] = rec
             detail = "repair (admin override)" if up.repair else "registered"
             return (self._view(rec), True), detail
 
-        return self._run(who, info, "repair" if up.repair else "register", key_id, body)
+        return body
 
     def _validate(self, key_id: str, up: ShareUpload) -> None:
         if up.slot != self.slot:

@@ -30,17 +30,14 @@ from mdm.errors import (
     ConfigError,
     MDMError,
     NotEnoughShares,
-    QuorumNotReached,
-    UsageError,
     from_problem,
 )
 from mdm.keystore import acl as aclmod
-from mdm.keystore import maintenance
+from mdm.keystore import batch, maintenance
 from mdm.keystore.maintenance import Divergence, RepairResult, ServerStatus
 from mdm.keystore.servers import ServerProblem, Servers
-from mdm.keystore.shares import Meta, Recovery, key_check_value, recover, share_hash
+from mdm.keystore.shares import Meta, Recovery, recover
 from mdm.settings import KeyStoreSettings, TlsSettings
-from mdm.shamir import split
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,6 +95,7 @@ class KeyStore:
             )
         self.acl_quorum = aclmod.write_quorum(self.n, self.k)
         self.acl_attempts = acl_attempts
+        self.register_batch = max(1, settings.register_batch)
         self._pool = ThreadPoolExecutor(max_workers=2 * self.n, thread_name_prefix="mdm-keystore")
 
     def __enter__(self) -> KeyStore:
@@ -139,25 +137,10 @@ class KeyStore:
         acl: Mapping[str, Sequence[str]] | None = None,
     ) -> RegisterResult:
         """Split *key* and store share x on server x; see the module docstring for quorums."""
-        if not 16 <= len(key) <= 64:
-            raise UsageError(f"a data key is 16..64 bytes, got {len(key)}")
-        entries = {
-            aclmod.normalize_principal(p): aclmod.check_rights(r) for p, r in (acl or {}).items()
-        }
-        shares = split(key, self.n, self.k, xs=range(1, self.n + 1))
-        hv = [share_hash(key_id, s.x, s.to_bytes()) for s in shares]
-        kcv = key_check_value(key, key_id)
+        prepared = batch.prepare(key_id, key, acl, n=self.n, k=self.k)
 
         def put(slot: int) -> Any:
-            body = {
-                "slot": slot,
-                "share": base64.b64encode(shares[slot - 1].to_bytes()).decode(),
-                "share_hashes": hv,
-                "k": self.k,
-                "n": self.n,
-                "kcv": kcv,
-                "acl": {"entries": entries},
-            }
+            body = prepared.body(slot)
             return self.servers.call(slot, "PUT", f"/v1/keys/{key_id}/share", json=body)
 
         acked, problems = self._all(range(1, self.n + 1), put)
@@ -172,14 +155,23 @@ class KeyStore:
                 )
             return RegisterResult(key_id, tuple(sorted(acked)), problems)
         self._rollback(key_id, acked)
-        msg = (
-            f"key {key_id}: {len(acked)} of {self.n} key servers took a share, "
-            f"{self.write_quorum} needed; nothing is kept. {self._describe(problems)}"
-        )
-        failures = {s: p.reason for s, p in problems.items()}
-        if len(acked) < self.k:
-            raise NotEnoughShares(msg, key_id=key_id, failures=failures)
-        raise QuorumNotReached(msg, key_id=key_id, failures=failures)
+        raise batch.below_quorum(self, key_id, sorted(acked), problems)
+
+    def register_many(
+        self, items: Iterable[batch.RegisterItem]
+    ) -> dict[str, RegisterResult | MDMError]:
+        """Register ``(key_id, key, acl)`` items, ``keystore.register_batch`` per request.
+
+        Same quorum and rollback rules as ``register``, applied to each key on its own: the
+        result maps each key id to its ``RegisterResult`` or to the error it alone failed with
+        (``mdm.keystore.batch``).
+        """
+        return batch.register_many(self, items)
+
+    def discard(self, key_id: str, slots: Iterable[int] | None = None) -> None:
+        """Take back a key registered moments ago and never used (no tombstone is left, so
+        nothing records it; needs the owner and an unchanged ACL, as a failed register)."""
+        self._rollback(key_id, range(1, self.n + 1) if slots is None else slots)
 
     def _rollback(self, key_id: str, slots: Iterable[int]) -> None:
         def delete(slot: int) -> Any:

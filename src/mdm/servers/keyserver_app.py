@@ -43,6 +43,7 @@ from mdm.servers.http import EXCEPTION_HANDLERS, identity, require_identity
 from mdm.settings import Settings
 
 log = logging.getLogger(__name__)
+BATCH_ITEM_BYTES = 4096
 
 
 class RateLimiter:
@@ -78,6 +79,10 @@ class KeyServerApp:
     def __init__(self, service: KeyService, settings: Settings) -> None:
         self.service = service
         self.max_body = settings.keyserver.max_request_bytes
+        # A batch registration carries up to max_register_keys uploads (under 1 KiB each for
+        # n = 5; 4 KiB leaves room for large n and ACLs): its own body limit scales with it.
+        self.max_batch = max(1, settings.keyserver.max_register_keys)
+        self.max_batch_body = max(self.max_body, self.max_batch * BATCH_ITEM_BYTES)
         self.limiter = RateLimiter(settings.keyserver.rate_limit_per_minute)
         self._last_limit_log = 0.0
 
@@ -118,16 +123,19 @@ class KeyServerApp:
                 "too many requests from this caller; slow down", retry_after=int(wait) + 1
             )
 
-    async def _json(self, request: Request, op: str, key_id: str = "") -> dict[str, Any]:
+    async def _json(
+        self, request: Request, op: str, key_id: str = "", *, limit: int | None = None
+    ) -> dict[str, Any]:
+        limit = limit or self.max_body
         declared = request.headers.get("content-length")
         try:
-            if declared is not None and int(declared) > self.max_body:
-                raise RequestTooLarge(f"request body over {self.max_body} bytes")
+            if declared is not None and int(declared) > limit:
+                raise RequestTooLarge(f"request body over {limit} bytes")
             body = bytearray()
             async for chunk in request.stream():
                 body += chunk
-                if len(body) > self.max_body:
-                    raise RequestTooLarge(f"request body over {self.max_body} bytes")
+                if len(body) > limit:
+                    raise RequestTooLarge(f"request body over {limit} bytes")
             data = json.loads(body or b"{}")
             if not isinstance(data, dict):
                 raise UsageError("the request body must be a JSON object")
@@ -165,6 +173,43 @@ class KeyServerApp:
             self.service.register, who, self._info(request), key_id, up
         )
         return JSONResponse(view.to_json(), status_code=201 if created else 200)
+
+    async def register_many(self, request: Request) -> Response:
+        """``POST /v1/register``: many keys, one transaction; per-key results in order."""
+        who = await self._caller(request, "register")
+        data = await self._json(request, "register", limit=self.max_batch_body)
+        keys = data.get("keys")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
+            await self._refuse(
+                request, "register", "", UsageError("keys must list 1 or more share uploads")
+            )
+        if len(keys) > self.max_batch:
+            await self._refuse(
+                request,
+                "register",
+                "",
+                UsageError(f"a batch registers at most {self.max_batch} keys, got {len(keys)}"),
+            )
+        items: list[tuple[str, ShareUpload | UsageError]] = []
+        for item in keys:
+            key_id = item.get("key_id")
+            try:
+                if not isinstance(key_id, str):
+                    raise UsageError("every batch item needs a key_id (string)")
+                items.append((key_id, _upload(item)))
+            except UsageError as exc:
+                items.append((key_id if isinstance(key_id, str) else "", exc))
+        results = await run_in_threadpool(
+            self.service.register_many, who, self._info(request), items
+        )
+        out: list[dict[str, Any]] = []
+        for (key_id, _), res in zip(items, results, strict=True):
+            if isinstance(res, MDMError):
+                out.append({"key_id": key_id, "ok": False, "error": res.to_problem()})
+            else:
+                view, created = res
+                out.append({"ok": True, "created": created, **view.to_json()})
+        return JSONResponse({"results": out})
 
     async def get_share(self, request: Request) -> Response:
         key_id = request.path_params["key_id"]
@@ -309,6 +354,7 @@ def create_app(settings: Settings, *, service: KeyService | None = None) -> Star
         Route("/openapi.json", ks.openapi, methods=["GET"]),
         Route("/v1/keys", ks.list_keys, methods=["GET"]),
         Route("/v1/fetch", ks.fetch_many, methods=["POST"]),
+        Route("/v1/register", ks.register_many, methods=["POST"]),
         Route(key + "/share", ks.put_share, methods=["PUT"]),
         Route(key + "/share", ks.get_share, methods=["GET"]),
         Route(key + "/meta", ks.get_meta, methods=["GET"]),

@@ -21,7 +21,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,9 @@ def service_caller(settings: Settings) -> Caller:
 
 class Timings:
     """Seconds spent per stage, summed over threads: what to tune (``mdm worker recall``
-    prints them). Pool stages: ``anonymize``, ``keys``, ``encrypt``, ``write``; batch stages:
-    ``retrieve``, ``drain``, ``sync``, ``record``."""
+    prints them). Pool stages: ``anonymize``, ``keys`` (waiting for the batch's keys, or a
+    fetch), ``encrypt``, ``write``; batch stages: ``keys_batch`` (the batch registration, in
+    the background), ``retrieve``, ``drain``, ``sync``, ``record``."""
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
@@ -134,6 +136,59 @@ class Timings:
         with self._lock:
             self.totals[stage] = self.totals.get(stage, 0.0) + now - since
         return now
+
+
+class KeyBatch:
+    """The new keys of one batch, registered together (``KeyStore.register_many``) while the
+    PACS retrieval runs; ``take`` hands each instance its key once the registration is in.
+
+    Keys are random and independent of the data, so they can be made before the instances
+    arrive. A key registered but never taken (the instance did not arrive or failed before
+    encryption) is rolled back by ``discard_unused``, leaving no share behind.
+    """
+
+    def __init__(
+        self, keystore: KeyStore, keys: Mapping[str, tuple[uuid.UUID, bytes]], future: Any
+    ) -> None:
+        self._keystore = keystore
+        self._keys = dict(keys)
+        self._future = future
+        self._taken: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def take(self, guid: str) -> tuple[uuid.UUID, bytes] | None:
+        """The registered ``(key_id, key)`` for file *guid*; ``None`` if none was prepared
+        for it; raises the error its registration failed with."""
+        got = self._keys.get(guid)
+        if got is None:
+            return None
+        with self._lock:
+            if guid in self._taken:
+                return None  # never hand one key to two encryptions
+            self._taken.add(guid)
+        outcome = self._future.result()[str(got[0])]
+        if isinstance(outcome, MDMError):
+            raise outcome
+        return got
+
+    def discard_unused(self) -> int:
+        """Roll back the registered keys nobody took; returns how many."""
+        if not self._keys:
+            return 0
+        try:
+            results = self._future.result()
+        except Exception:  # the registration itself failed: nothing to roll back
+            return 0
+        unused = 0
+        for guid, (key_id, _) in self._keys.items():
+            res = results.get(str(key_id))
+            if guid not in self._taken and res is not None and not isinstance(res, MDMError):
+                self._keystore.discard(str(key_id), res.acked)
+                unused += 1
+        return unused
 
 
 class InstanceProcessor:
@@ -159,13 +214,44 @@ class InstanceProcessor:
         self._keystores: list[KeyStore] = []
         first = self._new_keystore()
         self.k, self.n = first.k, first.n
+        self._batch_keystore = first
+        self._key_pool = ThreadPoolExecutor(1, thread_name_prefix="mdm-recall-keys")
 
     def close(self) -> None:
+        self._key_pool.shutdown(wait=True, cancel_futures=True)
         for ks in self._keystores:
             ks.close()
 
-    def process(self, w: Work, data: bytes, acl: Mapping[str, list[str]]) -> Outcome:
-        """Anonymize, encrypt (first time or replay) and write one instance; never raises."""
+    def prepare_keys(self, works: Sequence[Work], acl: Mapping[str, list[str]]) -> KeyBatch:
+        """Start registering one new key per file that will be encrypted for the first time
+        (no recipe, no recorded checksum), in one ``register_many``; returns at once."""
+        keys = {
+            w.guid: (uuid.uuid4(), new_key())
+            for w in works
+            if w.guid and w.sha256 is None and self.recipes.load(w.guid) is None
+        }
+        items = [(str(kid), key, acl) for kid, key in keys.values()]
+        future = self._key_pool.submit(self._register_many, items) if items else None
+        return KeyBatch(self._batch_keystore, keys, future)
+
+    def _register_many(self, items: list[Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            return self._batch_keystore.register_many(items)
+        finally:
+            self.timings.add("keys_batch", t0)
+
+    def process(
+        self,
+        w: Work,
+        data: bytes,
+        acl: Mapping[str, list[str]],
+        keys: KeyBatch | None = None,
+    ) -> Outcome:
+        """Anonymize, encrypt (first time or replay) and write one instance; never raises.
+
+        A first encryption takes its key from *keys* (registered for the whole batch) and
+        registers a key of its own only when none was prepared for this file."""
         try:
             t0 = time.perf_counter()
             ds = dcmread(io.BytesIO(data))
@@ -186,7 +272,12 @@ class InstanceProcessor:
                         "the file was recalled before but its recipe is lost: "
                         "the same bytes cannot be produced again",
                     )
-                key, key_id = new_key(), uuid.uuid4()
+                prepared = keys.take(w.guid) if keys is not None else None
+                if prepared is not None:
+                    key_id, key = prepared
+                else:
+                    key_id, key = uuid.uuid4(), new_key()
+                    self._thread_keystore().register(str(key_id), key, acl=acl)
                 header = Header.new(
                     len(plaintext),
                     key_id=key_id,
@@ -194,7 +285,6 @@ class InstanceProcessor:
                     k=self.k,
                     n=self.n,
                 )
-                self._thread_keystore().register(str(key_id), key, acl=acl)
                 t1 = self.timings.add("keys", t1)
                 blob, recipe = first_encryption(plaintext, key, header)
                 self.recipes.save(w.guid, recipe, fsync=False)  # flushed before ONLINE

@@ -9,8 +9,10 @@ staging queue under a lease (renewed by a heartbeat while the batch runs). The w
 3. for every instance, in a thread pool fed while the retrieval goes on (so retrieval, the
    CPU work and the key-server round trips overlap): anonymize, encode, then either encrypt
    for the first time under a new key registered on the key servers (k+1 acknowledgements,
-   the study's ``read`` ACL) or replay the recorded encryption (``mdm.workers.recipe``), check
-   size and checksums against the catalog, and write to the cache (tmp + fsync + rename);
+   the study's ``read`` ACL; the keys of the whole batch are registered by one
+   ``register_many`` started before the retrieval, unused ones rolled back after it) or
+   replay the recorded encryption (``mdm.workers.recipe``), check size and checksums
+   against the catalog, and write to the cache (tmp + fsync + rename);
 4. records, per file and in one transaction: size, adler32, sha256 and key id, the replica
    ONLINE with its pin, the de-identified header in the metadata catalog, the staging file
    COMPLETED. A refused or corrupt instance FAILS alone, with its reason.
@@ -30,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ from mdm.settings import Settings
 from mdm.workers import cache
 from mdm.workers.instance import (
     InstanceProcessor,
+    KeyBatch,
     Outcome,
     Timings,
     Work,
@@ -280,6 +283,28 @@ class RecallWorker:
             return
         by_sop = {w.original_sop: w for w in group}
         futures: dict[str, Future[Outcome]] = {}
+        keys = self.processor.prepare_keys(group, acl)  # registered while the PACS sends
+        try:
+            self._retrieve_and_process(name, study, series, by_sop, keys, acl, futures, result)
+        finally:
+            wait(futures.values())
+            unused = keys.discard_unused()
+            if unused:
+                logger.info(
+                    "%d key(s) registered for this batch were not used: rolled back", unused
+                )
+
+    def _retrieve_and_process(
+        self,
+        name: str,
+        study: str,
+        series: str,
+        by_sop: Mapping[str, Work],
+        keys: KeyBatch,
+        acl: Mapping[str, list[str]],
+        futures: dict[str, Future[Outcome]],
+        result: BatchResult,
+    ) -> None:
         problem = ""
         reports = []
         try:
@@ -297,7 +322,7 @@ class RecallWorker:
                 w = by_sop.get(instance.sop_instance_uid)
                 if w is not None and instance.sop_instance_uid not in futures:
                     futures[instance.sop_instance_uid] = self.pool.submit(
-                        self.processor.process, w, instance.data, acl
+                        self.processor.process, w, instance.data, acl, keys
                     )
             reports = retrieval.reports
             self.timings.add("retrieve", t0)

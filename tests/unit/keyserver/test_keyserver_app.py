@@ -72,6 +72,7 @@ ENDPOINTS = [
     ("GET", "/openapi.json", None),
     ("GET", "/v1/keys", None),
     ("POST", "/v1/fetch", {"key_ids": ["kx"]}),
+    ("POST", "/v1/register", {"keys": [{"key_id": "ky", **upload("ky")}]}),
     ("PUT", "/v1/keys/kx/share", upload("kx")),
     ("GET", "/v1/keys/kx/share", None),
     ("GET", "/v1/keys/kx/meta", None),
@@ -104,7 +105,7 @@ def test_every_endpoint_refuses_unauthenticated_and_unauthorized_and_audits(
     if path in ("/v1/health", "/openapi.json"):
         return  # any authenticated caller may read these; nothing to be unauthorized for
     r = cluster.client(1, EVE).request(method, path, json=body)
-    if path == "/v1/fetch":  # per-key answer inside a 200
+    if path in ("/v1/fetch", "/v1/register"):  # per-key answer inside a 200
         assert r.status_code == 200
         assert r.json()["results"][0]["error"]["type"] == "PermissionDenied"
     else:
