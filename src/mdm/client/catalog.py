@@ -11,58 +11,22 @@ This module imports neither SQLAlchemy nor Starlette: a researcher's laptop need
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from mdm.errors import ConfigError, RemoteError, TransportError, from_problem
-from mdm.settings import Settings
+from mdm.client._http import ServiceClient
+from mdm.errors import ConfigError, TransportError
 
 Params = Mapping[str, str] | Sequence[tuple[str, str]]
 
 
-class CatalogClient:
+class CatalogClient(ServiceClient):
     """One catalog service. Use as a context manager, or call ``close()``."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        verify: ssl.SSLContext | bool = True,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        if not base_url:
-            raise ConfigError(
-                "no catalog URL: set catalog.url (MDM_CATALOG__URL)", key="catalog.url"
-            )
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            transport=transport,
-            verify=verify,
-            headers=dict(headers or {}),
-            timeout=timeout,
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kw: Any) -> CatalogClient:
-        """Mutual TLS with ``settings.tls`` (proxy, or cert and key; CA directory)."""
-        from mdm.pki.tls import client_ssl_context
-
-        ctx = client_ssl_context(settings.tls)
-        return cls(settings.catalog.url, verify=ctx, **kw)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> CatalogClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    service = "catalog"
+    url_setting = "catalog.url"
 
     # -------------------------------------------------------------------------- transport
 
@@ -71,17 +35,7 @@ class CatalogClient:
             response = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise TransportError(f"catalog {method} {path}: {exc}") from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                raise RemoteError(
-                    f"catalog answered {response.status_code} to {method} {path}",
-                    status=response.status_code,
-                )
-            raise from_problem(body, response.status_code)
+        self._raise_for(response, method, path)
         return response
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,15 +36,13 @@ from xml.etree import ElementTree
 
 import httpx
 
+from mdm.client._http import ServiceClient
 from mdm.errors import (
     ChecksumMismatch,
-    ConfigError,
     RemoteError,
     StorageError,
     TransportError,
-    from_problem,
 )
-from mdm.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -83,53 +80,16 @@ def https_url(url: str) -> str:
     return url
 
 
-class StorageClient:
+class StorageClient(ServiceClient):
     """One storage element. Use as a context manager, or call ``close()``."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        verify: ssl.SSLContext | bool = True,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 60.0,
-        poll_interval: float = 0.25,
-    ) -> None:
-        if not base_url:
-            raise ConfigError(
-                "no storage URL: set storage.url (MDM_STORAGE__URL)", key="storage.url"
-            )
-        self.base_url = https_url(base_url).rstrip("/")
+    service = "storage element"
+    url_setting = "storage.url"
+    default_timeout = 60.0
+
+    def __init__(self, base_url: str, *, poll_interval: float = 0.25, **kw: Any) -> None:
+        super().__init__(https_url(base_url) if base_url else base_url, **kw)
         self.poll_interval = poll_interval
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            transport=transport,
-            verify=verify,
-            headers=dict(headers or {}),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kw: Any) -> StorageClient:
-        """Mutual TLS with ``settings.tls`` (proxy, or cert and key; CA directory)."""
-        from mdm.pki.tls import client_ssl_context
-
-        return cls(settings.storage.url, verify=client_ssl_context(settings.tls), **kw)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> StorageClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def http(self) -> httpx.Client:
-        """The underlying keep-alive client (shared by range readers)."""
-        return self._http
 
     # ----------------------------------------------------------------------- transport
 
@@ -139,7 +99,7 @@ class StorageClient:
             response = self._http.request(method, _quoted(path), **kw)
         except httpx.HTTPError as exc:
             raise TransportError(f"storage {method} {path}: {exc}") from exc
-        _raise_for(response, method, path)
+        self._raise_for(response, method, path)
         return response
 
     @contextlib.contextmanager
@@ -148,7 +108,7 @@ class StorageClient:
             with self._http.stream("GET", _quoted(path), headers=dict(headers)) as response:
                 if response.status_code >= 400:
                     response.read()
-                    _raise_for(response, "GET", path)
+                    self._raise_for(response, "GET", path)
                 yield response
         except httpx.HTTPError as exc:
             raise TransportError(f"storage GET {path}: {exc}") from exc
@@ -350,21 +310,6 @@ def parse_multistatus(body: bytes) -> list[DavEntry]:
 
 def _quoted(path: str) -> str:
     return quote(path, safe="/:@-._~")
-
-
-def _raise_for(response: httpx.Response, method: str, path: str) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and ("type" in body or "detail" in body):
-        raise from_problem(body, response.status_code)
-    raise RemoteError(
-        f"storage element answered {response.status_code} to {method} {path}",
-        status=response.status_code,
-    )
 
 
 __all__ = [
