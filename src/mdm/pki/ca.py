@@ -57,6 +57,21 @@ class Credential:
     dn: str
 
 
+#: End-entity certificates and proxies: sign (TLS, and OpenSSL requires it of a certificate that
+#: signs proxies) and key exchange; never certificate or CRL signing.
+_LEAF_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write *data* to *path* readable by the owner only (0600 from creation, no window)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,17 +275,7 @@ class CertificateAuthority:
             .not_valid_after(min(now + timedelta(days=days), self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,  # OpenSSL requires it to sign proxies
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                _LEAF_KEY_USAGE,
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
@@ -370,17 +375,7 @@ def make_proxy(
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(min(now + timedelta(hours=hours), issuer.not_valid_after_utc))
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _LEAF_KEY_USAGE,
             critical=True,
         )
         .add_extension(x509.UnrecognizedExtension(PROXY_CERT_INFO_OID, info), critical=True)
