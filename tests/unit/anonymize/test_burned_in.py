@@ -54,4 +54,6 @@ def test_site_may_allow_a_checked_sop_class(anonymizer) -> None:
 def test_burned_in_no_is_not_refused(anonymizer) -> None:
     ds = make_ct()
     ds.BurnedInAnnotation = "NO"
-    anonymizer().anonymize(ds)
+    result = anonymizer().anonymize(ds)
+    assert result.dataset.PatientIdentityRemoved == "YES"
+    assert result.identity.pseudo_sop_instance_uid.startswith("2.25.")
