@@ -22,7 +22,7 @@ import pytest
 
 from mdm.errors import NotEnoughShares, QuorumNotReached
 from mdm.keyserver.masterkey import MasterKey
-from mdm.keystore import KeyStore, new_key
+from mdm.keystore import KeyStore, RegisterResult, Retrieval, new_key
 from mdm.pki.ca import Credential
 from mdm.pki.tls import client_ssl_context
 from mdm.settings import KeyStoreSettings, TlsSettings
@@ -361,6 +361,43 @@ def test_keys_cli_status_register_fetch_grant(fleet: Fleet, tmp_path: Path) -> N
     assert out.returncode == 1
     assert "NotEnoughShares" in out.stderr
     assert "missing" in out.stderr
+
+
+def test_batch_registration_over_tls_is_audited_per_key_and_verifies(fleet: Fleet) -> None:
+    """``register_many`` against the real servers (mTLS, SQLite, one transaction per batch):
+    every key is fetchable, each server wrote one record per key in request order, and
+    ``mdm keyserver audit verify`` accepts the chain the batch appended."""
+    keys = {f"it-batch-{i:02d}": new_key() for i in range(40)}
+    before = fleet.rows(2, "select max(seq) from audit_log")[0][0]
+    with fleet.store("plain") as ks:
+        ks.register_batch = 32  # two requests per server
+        out = ks.register_many([(kid, key, None) for kid, key in keys.items()])
+        got = ks.fetch_many(list(keys))
+    assert set(out) == set(got) == set(keys)
+    for kid, key in keys.items():
+        res, back = out[kid], got[kid]
+        assert isinstance(res, RegisterResult), res
+        assert res.acked == (1, 2, 3, 4, 5)
+        assert isinstance(back, Retrieval), back
+        assert back.key == key
+    rows = fleet.rows(
+        2,
+        "select key_id, outcome, detail from audit_log where seq > ? and op = 'register' "
+        "order by seq",
+        before,
+    )
+    assert [r[0] for r in rows] == list(keys)
+    assert {(r[1], r[2]) for r in rows} == {("granted", "registered (batch)")}
+    verify = ["keyserver", "audit", "verify"]
+    ok = subprocess.run(
+        [sys.executable, "-m", "mdm", "--settings", str(fleet.config(2)), *verify],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "chain intact" in ok.stdout
 
 
 def test_outages_one_two_three_down_then_restart(fleet: Fleet) -> None:

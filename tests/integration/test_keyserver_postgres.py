@@ -11,16 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 
-from mdm.errors import NotEnoughShares, PermissionDenied
-from mdm.keyserver import RequestInfo
+from mdm.errors import DuplicateKey, NotEnoughShares, PermissionDenied
+from mdm.keyserver import KeyService, RequestInfo
 from mdm.keyserver.models import AuditRecord
 from mdm.keystore import new_key
 from tests.helpers.postgres import new_database
+from tests.helpers.procs import wait_until
 from tests.unit.keyserver import test_keyserver_app as app_suite
 from tests.unit.keyserver import test_register_many as batch_app_suite
-from tests.unit.keyserver.inprocess import ALICE, BOB, CAROL, EVE, Cluster
+from tests.unit.keyserver import test_registration as registration_suite
+from tests.unit.keyserver.inprocess import ALICE, BOB, CAROL, EVE, Cluster, server_settings
 from tests.unit.keystore import test_keystore_quorums as quorum_suite
 from tests.unit.keystore import test_register_many as batch_client_suite
 
@@ -60,6 +62,82 @@ test_an_id_twice_in_one_batch_is_judged_like_a_second_request = (
 test_a_key_below_quorum_is_rolled_back_alone = (
     batch_client_suite.test_a_key_below_quorum_is_rolled_back_alone
 )
+
+test_batch_stores_what_single_puts_store = (
+    registration_suite.test_batch_stores_what_single_puts_store
+)
+test_every_refusal_is_judged_per_key_and_audited_in_order = (
+    registration_suite.test_every_refusal_is_judged_per_key_and_audited_in_order
+)
+test_insert_falls_back_to_one_row_at_a_time = (
+    registration_suite.test_insert_falls_back_to_one_row_at_a_time
+)
+test_batch_append_writes_the_records_single_appends_would = (
+    registration_suite.test_batch_append_writes_the_records_single_appends_would
+)
+
+
+@pytest.fixture
+def service(postgres_url: str, tmp_path: Path) -> Iterator[KeyService]:
+    """One key server on its own fresh PostgreSQL database (for the registration suite)."""
+    from mdm.keyserver import open_service
+
+    url = new_database(postgres_url, f"ksreg_{uuid.uuid4().hex[:8]}")
+    svc = open_service(server_settings(tmp_path, 1, database_url=url).keyserver)
+    try:
+        yield svc
+    finally:
+        svc.db.dispose()
+
+
+def test_a_key_inserted_concurrently_is_refused_alone(service: KeyService) -> None:
+    """Another request inserts key "race" after the batch read its key ids but before the
+    batch INSERT: on READ COMMITTED the batch cannot see it, its INSERT waits on the row lock,
+    then fails; only "race" is refused (audited as a conflict), the others are stored."""
+    from mdm.keyserver.models import KeyRecord
+
+    items = [(k, registration_suite.share_upload(k)) for k in ("before", "race", "after")]
+    other = service.db.engine.connect()
+    tx = other.begin()
+    other.execute(insert(KeyRecord.__table__), registration_suite.row("race", EVE.dn))
+    out: list[object] = []
+    worker = threading.Thread(
+        target=lambda: out.append(service.register_many(ALICE, RequestInfo(), items))
+    )
+    worker.start()
+    try:
+        with service.db.engine.connect() as probe:
+
+            def batch_waits_on_the_row_lock() -> bool:
+                waiting = probe.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO key_shares%'"
+                    )
+                ).scalar_one()
+                probe.rollback()
+                return bool(waiting)
+
+            wait_until(batch_waits_on_the_row_lock, timeout=30)
+        tx.commit()
+    finally:
+        other.close()
+        worker.join(60)
+    [results] = out
+    assert isinstance(results, list)
+    assert isinstance(results[1], DuplicateKey)
+    assert "concurrently" in results[1].message
+    assert [r[1] for r in (results[0], results[2])] == [True, True]
+    audit = registration_suite.audit_of(service)
+    assert [(k, o) for k, o, _ in audit] == [
+        ("before", "granted"),
+        ("race", "conflict"),
+        ("after", "granted"),
+    ]
+    assert service.verify_audit() == 3
+    with service.db.transaction() as s:
+        owners = {r.key_id: r.owner for r in s.execute(select(KeyRecord.key_id, KeyRecord.owner))}
+    assert owners == {"before": ALICE.dn, "race": EVE.dn, "after": ALICE.dn}
 
 
 @pytest.fixture

@@ -22,6 +22,9 @@ from mdm.acl import AclEntry, Identity, any_matches
 from mdm.errors import UsageError
 
 RIGHTS = ("read", "admin")
+# json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True), built once (a batch
+# registration digests one ACL per key; dumps would build an encoder per call)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 MAX_ENTRIES = 256
 
 
@@ -51,8 +54,7 @@ def canonical_entries(entries: Mapping[str, Sequence[str]]) -> dict[str, list[st
 
 def acl_digest(key_id: str, version: int, prev: str, entries: Mapping[str, list[str]]) -> str:
     doc = {"key_id": key_id, "version": version, "prev": prev, "entries": entries}
-    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(doc).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

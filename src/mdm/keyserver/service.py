@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -34,89 +32,34 @@ from mdm.errors import (
     UsageError,
     VersionConflict,
 )
-from mdm.keyserver.audit import AuditLog, RequestInfo
+from mdm.keyserver.audit import AuditLog, RequestInfo, outcome_of
 from mdm.keyserver.db import Database
 from mdm.keyserver.masterkey import MasterKey
 from mdm.keyserver.models import KeyRecord, Tombstone
 from mdm.keyserver.policy import AclDocument, Right, ServerPolicy, decide
+from mdm.keyserver.registration import (
+    KEY_ID_RE,
+    MAX_BATCH_KEYS,
+    MAX_SHARE_BYTES,
+    ShareUpload,
+    check_key_id,
+    check_upload,
+    register_batch,
+    same_content,
+    share_hash,
+)
+from mdm.keyserver.views import KeyView, acl_of, view_of
 
-KEY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-MAX_SHARE_BYTES = 1024
-MAX_BATCH_KEYS = 100  # default of keyserver.max_register_keys
+__all__ = [
+    "KEY_ID_RE",
+    "MAX_SHARE_BYTES",
+    "KeyService",
+    "KeyView",
+    "ShareUpload",
+    "check_key_id",
+    "share_hash",
+]
 T = TypeVar("T")
-
-
-def check_key_id(key_id: str) -> str:
-    if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
-        raise UsageError("a key id is 1-128 characters of A-Z a-z 0-9 . _ : - (a UUID in practice)")
-    return key_id
-
-
-def share_hash(key_id: str, x: int, share: bytes) -> str:
-    """``HV[x] = SHA-256("mdm-share|" || key_id || "|" || x || share)`` (protocol v1)."""
-    return hashlib.sha256(b"mdm-share|" + key_id.encode() + b"|" + bytes([x]) + share).hexdigest()
-
-
-@dataclass(frozen=True)
-class ShareUpload:
-    """A share PUT. ``repair`` uploads (server admins only) also carry owner and ACL."""
-
-    slot: int
-    share: bytes
-    share_hashes: tuple[str, ...]
-    k: int
-    n: int
-    kcv: str
-    entries: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    repair: bool = False
-    owner: str = ""
-    acl_version: int = 1
-    acl_prev: str = ""
-
-
-@dataclass(frozen=True)
-class KeyView:
-    """What a server tells about one key; ``share`` only on fetch."""
-
-    key_id: str
-    slot: int
-    share_hashes: list[str]
-    k: int
-    n: int
-    kcv: str
-    owner: str
-    acl: AclDocument
-    share: bytes | None = None
-
-    def to_json(self) -> dict[str, object]:
-        import base64
-
-        out: dict[str, object] = {
-            "key_id": self.key_id,
-            "slot": self.slot,
-            "share_hashes": self.share_hashes,
-            "k": self.k,
-            "n": self.n,
-            "kcv": self.kcv,
-            "owner": self.owner,
-            "acl": self.acl.to_json(),
-        }
-        if self.share is not None:
-            out["share"] = base64.b64encode(self.share).decode()
-        return out
-
-
-def _doc(rec: KeyRecord) -> AclDocument:
-    entries = json.loads(rec.acl_entries)
-    return AclDocument(rec.key_id, rec.acl_version, rec.acl_prev, entries, rec.acl_digest)
-
-
-@dataclass
-class _Known:
-    """What a batch registration read up front: deleted ids and existing records."""
-
-    tombstones: set[str]
-    records: dict[str, KeyRecord]
 
 
 class KeyService:
@@ -171,7 +114,11 @@ class KeyService:
                     result, detail = body(s, who)
                 outcome = "granted"
             except MDMError as exc:
-                error, outcome, detail = exc, _outcome(exc), f"{type(exc).__name__}: {exc.message}"
+                error, outcome, detail = (
+                    exc,
+                    outcome_of(exc),
+                    f"{type(exc).__name__}: {exc.message}",
+                )
             self.audit.append(
                 s, who=who, info=info, op=op, key_id=key_id, outcome=outcome, detail=detail
             )
@@ -187,7 +134,7 @@ class KeyService:
         return rec
 
     def _allow(self, who: Identity, rec: KeyRecord, right: Right) -> str:
-        how = decide(self.policy, who, rec.owner, _doc(rec), right)
+        how = decide(self.policy, who, rec.owner, acl_of(rec), right)
         if how is None:
             raise PermissionDenied(
                 f"no {right.value} right on key {rec.key_id} for this caller",
@@ -195,19 +142,6 @@ class KeyService:
                 right=right.value,
             )
         return "admin override" if how == "admin" else how
-
-    def _view(self, rec: KeyRecord, share: bytes | None = None) -> KeyView:
-        return KeyView(
-            rec.key_id,
-            rec.slot,
-            json.loads(rec.share_hashes),
-            rec.k,
-            rec.n,
-            rec.kcv,
-            rec.owner,
-            _doc(rec),
-            share,
-        )
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -227,10 +161,11 @@ class KeyService:
         """Register many shares in ONE transaction (one fsync), each key on its own.
 
         Every key is validated, authorized and audited exactly as by ``register`` (one audit
-        record per key, chained in order), inside its own savepoint: a refused key rolls back
-        only its own changes and is reported in its slot of the result; the others commit
-        together. Repairs are single-key only (an admin action, not a bulk path). An item may
-        be the ``MDMError`` the HTTP layer met parsing it: it is audited and reported alike.
+        record per key, chained in order): a refused key writes nothing and is reported in its
+        slot of the result; the others commit together. Repairs are single-key only (an admin
+        action, not a bulk path). An item may be the ``MDMError`` the HTTP layer met parsing
+        it: it is audited and reported alike. The set-based storage is
+        ``mdm.keyserver.registration.register_batch``.
         """
         if who is None:
             exc = AuthenticationRequired("key servers need a client certificate")
@@ -240,76 +175,32 @@ class KeyService:
             err = UsageError(f"a batch registers at most {self.max_batch} keys, got {len(items)}")
             self.record_refusal(who, info, "register", "", err)
             raise err
-        out: list[tuple[KeyView, bool] | MDMError] = []
         with self.db.transaction(durable=True) as s:
-            ids = [k for k, _ in items if isinstance(k, str) and KEY_ID_RE.match(k)]
-            known = _Known(
-                set(s.scalars(select(Tombstone.key_id).where(Tombstone.key_id.in_(ids)))),
-                {
-                    r.key_id: r
-                    for r in s.scalars(
-                        select(KeyRecord).where(KeyRecord.key_id.in_(ids)).with_for_update()
-                    )
-                },
-            )
-            for key_id, up in items:
-                try:
-                    if isinstance(up, MDMError):
-                        raise up
-                    check_key_id(key_id)
-                    if up.repair:
-                        raise UsageError("repairs are not accepted in a batch")
-                    with s.begin_nested():
-                        result, detail = self._register_body(key_id, up, known)(s, who)
-                    outcome = "granted"
-                    out.append(result)
-                except MDMError as exc:
-                    outcome, detail = _outcome(exc), f"{type(exc).__name__}: {exc.message}"
-                    out.append(exc)
-                self.audit.append(
-                    s,
-                    who=who,
-                    info=info,
-                    op="register",
-                    key_id=key_id,
-                    outcome=outcome,
-                    detail=f"{detail} (batch)",
-                )
-        return out
+            return register_batch(self, s, who, info, items)
 
     def _register_body(
-        self, key_id: str, up: ShareUpload, known: _Known | None = None
+        self, key_id: str, up: ShareUpload
     ) -> Callable[[Session, Identity], tuple[tuple[KeyView, bool], str]]:
-        """The body of one registration; *known* (batch) holds the tombstones and records
-        of the batch's key ids, read (and locked) with two queries instead of two per key."""
+        """The body of one registration or repair (``PUT``), run by ``_run``."""
 
         def body(s: Session, who: Identity) -> tuple[tuple[KeyView, bool], str]:
-            self._validate(key_id, up)
+            check_upload(self.slot, key_id, up)
             if up.repair:
                 if not self.policy.is_admin(who):
                     raise PermissionDenied("repairing a share needs the key-server admin role")
             elif not self.policy.may_create(who):
                 raise PermissionDenied("this caller may not register keys on this server")
-            if known is None:
-                gone = s.get(Tombstone, key_id) is not None
-                rec = s.scalars(
-                    select(KeyRecord).where(KeyRecord.key_id == key_id).with_for_update()
-                ).one_or_none()
-            else:
-                gone, rec = key_id in known.tombstones, known.records.get(key_id)
-            if gone:
+            if s.get(Tombstone, key_id) is not None:
                 raise DuplicateKey(f"key id {key_id} was deleted; key ids are never reused")
+            rec = s.scalars(
+                select(KeyRecord).where(KeyRecord.key_id == key_id).with_for_update()
+            ).one_or_none()
             now = datetime.now(UTC)
             if rec is not None and not up.repair:
-                same = (
-                    json.loads(rec.share_hashes) == list(up.share_hashes)
-                    and (rec.k, rec.n) == (up.k, up.n)
-                    and hmac.compare_digest(rec.kcv, up.kcv)
-                    and rec.owner == who.dn
-                )
-                if not same:
+                view = view_of(rec)
+                if not same_content(view, up, who):
                     raise DuplicateKey(f"key {key_id} already exists with other content")
-                return (self._view(rec), False), "already registered (identical)"
+                return (view, False), "already registered (identical)"
             owner = up.owner if up.repair and up.owner else who.dn
             acl = AclDocument.build(key_id, up.acl_version, up.acl_prev, up.entries)
             wrapped = self.master.wrap(key_id, self.slot, up.share)
@@ -317,7 +208,7 @@ class KeyService:
                 rec = KeyRecord(key_id=key_id, created_at=now)
                 s.add(rec)
             elif rec.acl_version > acl.version:  # repair never rolls an ACL back
-                acl = _doc(rec)
+                acl = acl_of(rec)
             rec.slot, rec.wrapped, rec.k, rec.n, rec.kcv = self.slot, wrapped, up.k, up.n, up.kcv
             rec.share_hashes = json.dumps(list(up.share_hashes))
             rec.owner = owner
@@ -328,37 +219,17 @@ class KeyService:
                 s.flush()
             except sa_exc.IntegrityError as exc:  # a concurrent PUT won the insert
                 raise DuplicateKey(f"key {key_id} was registered concurrently") from exc
-            if known is not None:  # a later item of the batch naming this id sees it
-                known.records[key_id] = rec
             detail = "repair (admin override)" if up.repair else "registered"
-            return (self._view(rec), True), detail
+            return (view_of(rec), True), detail
 
         return body
-
-    def _validate(self, key_id: str, up: ShareUpload) -> None:
-        if up.slot != self.slot:
-            raise UsageError(
-                f"this is key server {self.slot}, the share is for slot {up.slot}: "
-                "check the order of keystore.servers"
-            )
-        if not 2 <= up.k <= up.n <= 255 or up.slot > up.n:
-            raise UsageError(f"bad threshold k={up.k} n={up.n} for slot {up.slot}")
-        if len(up.share_hashes) != up.n:
-            raise UsageError(f"share_hashes must have n={up.n} entries")
-        if not 2 <= len(up.share) <= MAX_SHARE_BYTES or up.share[-1] != up.slot:
-            raise UsageError("share must be y || x (Vault layout) with x equal to the slot")
-        own = share_hash(key_id, up.slot, up.share)
-        if not hmac.compare_digest(own, up.share_hashes[up.slot - 1]):
-            raise UsageError("the share does not match its own entry in share_hashes")
-        if not re.fullmatch(r"[0-9a-f]{32,64}", up.kcv):
-            raise UsageError("kcv must be 32-64 lowercase hex digits")
 
     def fetch(self, who: Identity | None, info: RequestInfo, key_id: str) -> KeyView:
         def body(s: Session, who: Identity) -> tuple[KeyView, str]:
             rec = self._get(s, key_id)
             how = self._allow(who, rec, Right.READ)
             share = self.master.unwrap(key_id, rec.slot, rec.wrapped)
-            return self._view(rec, share), how
+            return view_of(rec, share), how
 
         return self._run(who, info, "fetch", key_id, body, writes=False)
 
@@ -381,12 +252,12 @@ class KeyService:
 
         def body(s: Session, who: Identity) -> tuple[KeyView, str]:
             rec = self._get(s, key_id)
-            how = decide(self.policy, who, rec.owner, _doc(rec), Right.READ) or decide(
-                self.policy, who, rec.owner, _doc(rec), Right.ADMIN
+            how = decide(self.policy, who, rec.owner, acl_of(rec), Right.READ) or decide(
+                self.policy, who, rec.owner, acl_of(rec), Right.ADMIN
             )
             if how is None:
                 raise PermissionDenied(f"no right on key {key_id} for this caller", key_id=key_id)
-            return self._view(rec), "admin override" if how == "admin" else how
+            return view_of(rec), "admin override" if how == "admin" else how
 
         return self._run(who, info, "meta", key_id, body, writes=False)
 
@@ -412,7 +283,7 @@ class KeyService:
         def body(s: Session, who: Identity) -> tuple[AclDocument, str]:
             rec = self._get(s, key_id, lock=True)
             how = self._allow(who, rec, Right.ADMIN)
-            current = _doc(rec)
+            current = acl_of(rec)
             matches = current.version == if_version and hmac.compare_digest(
                 current.digest, if_digest
             )
@@ -490,24 +361,10 @@ class KeyService:
                 info=info,
                 op=op,
                 key_id=key_id[:128],
-                outcome=_outcome(exc),
+                outcome=outcome_of(exc),
                 detail=f"{type(exc).__name__}: {exc.message}",
             )
 
     def verify_audit(self) -> int:
         with self.db.transaction() as s:
             return self.audit.verify(s)
-
-
-def _outcome(exc: MDMError) -> str:
-    if isinstance(exc, AuthenticationRequired):
-        return "unauthenticated"
-    if isinstance(exc, PermissionDenied):
-        return "denied"
-    if isinstance(exc, KeyNotFound):
-        return "not-found"
-    if isinstance(exc, VersionConflict | DuplicateKey):
-        return "conflict"
-    if isinstance(exc, UsageError):
-        return "rejected"
-    return "error"

@@ -13,7 +13,9 @@ answers per key. The client then applies the rules of ``KeyStore.register`` to e
   never sent; a key id given twice is a ``UsageError`` for the whole call (a caller's bug).
 
 One bad key never sinks the others; a server that fails the whole request counts as a problem
-for every key of that request, exactly as if it were down.
+for every key of that request, exactly as if it were down. The keys of a call are split with
+one Shamir split of their concatenation (``prepare_many``), which is exact for the byte-wise
+scheme and 30 times cheaper than one split per key.
 """
 
 from __future__ import annotations
@@ -60,19 +62,62 @@ class Prepared:
         }
 
 
+def _checked(key: bytes, acl: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """The normalised ACL of a key to register (``UsageError`` for a bad length or ACL)."""
+    if not 16 <= len(key) <= 64:
+        raise UsageError(f"a data key is 16..64 bytes, got {len(key)}")
+    return {aclmod.normalize_principal(p): aclmod.check_rights(r) for p, r in (acl or {}).items()}
+
+
+def _prepared(
+    key_id: str, key: bytes, shares: Sequence[bytes], entries: dict[str, list[str]], k: int
+) -> Prepared:
+    raw = tuple(shares)
+    hv = tuple(share_hash(key_id, share[-1], share) for share in raw)
+    return Prepared(key_id, raw, hv, k, len(raw), key_check_value(key, key_id), entries)
+
+
 def prepare(
     key_id: str, key: bytes, acl: Mapping[str, Sequence[str]] | None, *, n: int, k: int
 ) -> Prepared:
     """Check and split *key* (``UsageError`` for a bad key length or ACL)."""
-    if not 16 <= len(key) <= 64:
-        raise UsageError(f"a data key is 16..64 bytes, got {len(key)}")
-    entries = {
-        aclmod.normalize_principal(p): aclmod.check_rights(r) for p, r in (acl or {}).items()
-    }
+    entries = _checked(key, acl)
     shares = split(key, n, k, xs=range(1, n + 1))
-    raw = tuple(s.to_bytes() for s in shares)
-    hv = tuple(share_hash(key_id, s.x, s.to_bytes()) for s in shares)
-    return Prepared(key_id, raw, hv, k, n, key_check_value(key, key_id), entries)
+    return _prepared(key_id, key, [s.to_bytes() for s in shares], entries, k)
+
+
+def prepare_many(
+    items: Sequence[RegisterItem], *, n: int, k: int
+) -> tuple[list[Prepared], dict[str, UsageError]]:
+    """``prepare`` for many keys with ONE Shamir split of their concatenation.
+
+    The scheme is byte-wise (``mdm.shamir``): every byte of the secret has its own polynomial
+    with its own random coefficients, so splitting the concatenated keys and cutting each
+    share at the keys' offsets gives exactly the shares that one split per key would give,
+    with the same distribution. One split of 64 keys costs what one split of a single key
+    did (the lane-parallel GF(2^8) arithmetic works on one big integer), about 1 µs instead
+    of 34 µs per key on the machine of docs/keyserver-protocol.md.
+    """
+    good: list[tuple[str, bytes, dict[str, list[str]]]] = []
+    refused: dict[str, UsageError] = {}
+    for key_id, key, acl in items:
+        try:
+            good.append((key_id, bytes(key), _checked(key, acl)))
+        except UsageError as exc:
+            refused[key_id] = exc
+    if not good:
+        return [], refused
+    shares = [
+        s.to_bytes() for s in split(b"".join(key for _, key, _ in good), n, k, xs=range(1, n + 1))
+    ]
+    out: list[Prepared] = []
+    start = 0
+    for key_id, key, entries in good:
+        end = start + len(key)
+        cut = [share[start:end] + share[-1:] for share in shares]  # y slice || x
+        out.append(_prepared(key_id, key, cut, entries, k))
+        start = end
+    return out, refused
 
 
 def below_quorum(
@@ -100,13 +145,8 @@ def register_many(
     if len(set(ids)) != len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise UsageError(f"key id(s) {', '.join(twice[:5])} appear more than once in the batch")
-    out: dict[str, RegisterResult | MDMError] = {}
-    ready: list[Prepared] = []
-    for key_id, key, acl in todo:
-        try:
-            ready.append(prepare(key_id, key, acl, n=store.n, k=store.k))
-        except UsageError as exc:
-            out[key_id] = exc
+    ready, refused = prepare_many(todo, n=store.n, k=store.k)
+    out: dict[str, RegisterResult | MDMError] = dict(refused)
     size = max(1, store.register_batch)
     for start in range(0, len(ready), size):
         chunk = ready[start : start + size]
