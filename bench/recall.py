@@ -16,7 +16,10 @@ cores, which favours the low-CPU dcmtk client.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +49,14 @@ from mdm._log import quiet_pynetdicom  # noqa: E402
 from mdm.catalog import access, staging  # noqa: E402
 from mdm.catalog.db import CatalogDatabases  # noqa: E402
 from mdm.catalog.migrations import upgrade  # noqa: E402
-from mdm.catalog.models import Entry, EntryKind, Replica, ReplicaState  # noqa: E402
+from mdm.catalog.models import (  # noqa: E402
+    Entry,
+    EntryKind,
+    Replica,
+    ReplicaState,
+    StageFile,
+    StageState,
+)
 from mdm.dicom.corpus import CorpusSpec, write  # noqa: E402
 from mdm.dicom.pacs import Pacs  # noqa: E402
 from mdm.keystore import KeyStore, new_key  # noqa: E402
@@ -55,40 +65,98 @@ from mdm.workers.instance import anonymizer_from, service_caller  # noqa: E402
 from mdm.workers.registrar import Registrar  # noqa: E402
 
 
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes *pids* (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
+
+
+def children_cpu() -> float:
+    """CPU seconds of the finished child processes (getscu, the recall workers)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+class Cpu:
+    """CPU seconds spent while a block runs: by this process, its children, Orthanc, the key
+    servers. Wall-clock ratios swing with the load of a shared machine; CPU per instance is
+    what the pipeline costs, and what decides the throughput on a machine of given cores."""
+
+    def __init__(self, orthanc: int, keyservers: list[int]) -> None:
+        self.orthanc, self.keyservers = orthanc, keyservers
+        self.clients: list[int] = []  # running client processes (the recall workers)
+
+    def _now(self) -> tuple[float, float, float]:
+        own = time.process_time() + children_cpu() + cpu_of(self.clients)
+        return own, cpu_of([self.orthanc]), cpu_of(self.keyservers)
+
+    def __enter__(self) -> Cpu:
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._now()
+        self.client, self.pacs, self.keys = (e - s for e, s in zip(end, self.start, strict=True))
+
+
 def recall(
-    settings_file: Path, settings: Settings, workers: int, threads: int
+    settings_file: Path, settings: Settings, workers: int, threads: int, cpu: Cpu
 ) -> tuple[float, int]:
-    """Queue every file, run *workers* worker processes to the end; (seconds, files ONLINE)."""
+    """Start *workers* worker processes (a running service, as in production), then queue
+    every file and time until all are ONLINE; (seconds, files ONLINE). Worker start-up
+    (imports, connections) is not timed; its CPU is excluded from *cpu* too."""
     dbs = CatalogDatabases(settings.catalog.database_url)
     caller = service_caller(settings)
+    cmd = [sys.executable, "-m", "mdm", "--settings", str(settings_file)]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "worker", "recall", "--threads", str(threads), "--poll", "0.05"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(workers)
+    ]
     try:
+        for p in procs:
+            assert p.stderr is not None
+            line = p.stderr.readline().decode()
+            if "ready" not in line:
+                raise SystemExit(f"a worker did not start: {line}{p.stderr.read().decode()}")
         with dbs.catalog.session() as s:
             lfns = list(s.scalars(select(Entry.path).where(Entry.kind == EntryKind.FILE)))
-        t0 = time.perf_counter()
-        with dbs.catalog.session(write=True) as s:
-            for i in range(0, len(lfns), 1000):
-                staging.submit(s, caller, lfns[i : i + 1000])
-        cmd = [sys.executable, "-m", "mdm", "--settings", str(settings_file)]
-        procs = [
-            subprocess.Popen(
-                [*cmd, "worker", "recall", "--once", "--threads", str(threads)],
-                stdout=subprocess.PIPE,
-            )
-            for _ in range(workers)
-        ]
-        outs = [p.communicate()[0].decode() for p in procs]
-        sys.stderr.flush()
-        seconds = time.perf_counter() - t0
-        if any(p.returncode for p in procs):
-            raise SystemExit(f"a worker failed: {outs}")
+        online_q = select(func.count(Replica.id)).where(
+            Replica.se == settings.storage.name, Replica.state == ReplicaState.ONLINE
+        )
+        done_q = select(func.count(StageFile.id)).where(
+            StageFile.state.in_([StageState.COMPLETED, StageState.FAILED, StageState.CANCELLED])
+        )
+        cpu.clients = [p.pid for p in procs]
+        with cpu:
+            t0 = time.perf_counter()
+            with dbs.catalog.session(write=True) as s:
+                for i in range(0, len(lfns), 1000):
+                    staging.submit(s, caller, lfns[i : i + 1000])
+            while True:
+                with dbs.catalog.session() as s:
+                    if (s.scalar(done_q) or 0) >= len(lfns):
+                        break
+                if any(p.poll() is not None for p in procs):
+                    raise SystemExit("a worker died during the recall")
+                time.sleep(0.02)
+            seconds = time.perf_counter() - t0
         with dbs.catalog.session() as s:
-            online = s.scalar(
-                select(func.count(Replica.id)).where(
-                    Replica.se == settings.storage.name, Replica.state == ReplicaState.ONLINE
-                )
-            )
+            online = s.scalar(online_q)
         return seconds, int(online or 0)
     finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            _out, err = p.communicate(timeout=60)
+            sys.stderr.write(err.decode()[-2000:])
         dbs.dispose()
 
 
@@ -191,6 +259,8 @@ def main() -> None:
                 dbs.dispose()
 
                 results: dict[str, float] = {}
+                cpu: dict[str, Cpu] = {}
+                ks_pids = [p.pid for p in fleet.procs.values()]
                 for name, fn in (
                     ("dcmtk getscu", lambda o: run_getscu(orthanc, studies, o)),
                     ("plain pynetdicom C-GET", lambda o: run_plain_pynetdicom(orthanc, studies, o)),
@@ -198,15 +268,20 @@ def main() -> None:
                     out = base / "out"
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()
-                    t0 = time.perf_counter()
-                    got = fn(out)
-                    results[name] = time.perf_counter() - t0
+                    with Cpu(orthanc.pid, ks_pids) as cpu[name]:
+                        t0 = time.perf_counter()
+                        got = fn(out)
+                        results[name] = time.perf_counter() - t0
                     if got != len(rows):
                         raise SystemExit(f"{name}: received {got} of {len(rows)} instances")
-                seconds, online = recall(settings_file, settings, args.workers, args.threads)
+                mdm_name = f"MDM recall, {args.workers} workers x {args.threads} threads"
+                cpu[mdm_name] = Cpu(orthanc.pid, ks_pids)
+                seconds, online = recall(
+                    settings_file, settings, args.workers, args.threads, cpu[mdm_name]
+                )
                 if online != len(rows):
                     raise SystemExit(f"recall: {online} of {len(rows)} files ONLINE")
-                results[f"MDM recall, {args.workers} workers x {args.threads} threads"] = seconds
+                results[mdm_name] = seconds
                 keys_per_s = key_rate(settings, min(len(rows), 200))
                 batched_per_s = key_rate_batched(settings, max(len(rows), 640))
         finally:
@@ -229,6 +304,16 @@ def main() -> None:
         print(
             f"{name:44s} {sec:7.2f} {len(rows) / sec:7.1f} {total / 1e6 / sec:6.1f} "
             f"{getscu / sec:8.2f} {plain / sec:8.2f}"
+        )
+    n = len(rows)
+    plain_cpu = cpu["plain pynetdicom C-GET"].client
+    print("\nCPU ms per instance (user + system): the client side, the PACS, the key servers")
+    print(f"{'path':44s} {'client':>7s} {'Orthanc':>7s} {'keys':>7s} {'all':>7s} {'x plain':>8s}")
+    for name, c in cpu.items():
+        every = c.client + c.pacs + c.keys
+        print(
+            f"{name:44s} {c.client / n * 1e3:7.2f} {c.pacs / n * 1e3:7.2f} "
+            f"{c.keys / n * 1e3:7.2f} {every / n * 1e3:7.2f} {c.client / plain_cpu:8.2f}"
         )
 
 

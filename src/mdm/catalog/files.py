@@ -65,7 +65,8 @@ def lfn(study_uid: str, series_uid: str | None = None, sop_uid: str | None = Non
     return ROOT + "/" + "/".join(parts)
 
 
-def _checksums(size: int | None, adler32: str | None, sha256: str | None) -> None:
+def check_checksums(size: int | None, adler32: str | None, sha256: str | None) -> None:
+    """Refuse malformed values (UsageError) before they reach the catalog."""
     if size is not None and size < 0:
         raise UsageError("size must be >= 0")
     if adler32 is not None and not _ADLER_RE.match(adler32):
@@ -133,7 +134,7 @@ def add_file(
 ) -> tuple[Entry, bool]:
     """Register an instance's file (and its directories); ``(entry, created)``, idempotent."""
     path = lfn(study_uid, series_uid, sop_uid)
-    _checksums(info.size, info.adler32, info.sha256)
+    check_checksums(info.size, info.adler32, info.sha256)
     existing = _by_path(session, path)
     if existing is not None:
         access.require(session, caller, path, Right.LIST)
@@ -171,7 +172,7 @@ def add_file(
 
 def set_content(session: Session, caller: Caller, path: str, info: FileInfo) -> Entry:
     """Record size, checksums and key id after a recall; a later recall must match them."""
-    _checksums(info.size, info.adler32, info.sha256)
+    check_checksums(info.size, info.adler32, info.sha256)
     entry = get_entry(session, caller, path)
     access.require(session, caller, entry.path, Right.WRITE)
     for name in ("size", "adler32", "sha256", "key_id"):
@@ -250,7 +251,7 @@ def add_replica(
     info: FileInfo = FileInfo(),
 ) -> Replica:
     """Add a replica, or update the one this storage element already has (state, pin, ...)."""
-    _checksums(info.size, info.adler32, info.sha256)
+    check_checksums(info.size, info.adler32, info.sha256)
     if state is ReplicaState.FAILED and not reason:
         raise UsageError("a FAILED replica needs a reason")
     entry = get_entry(session, caller, path)
@@ -273,7 +274,7 @@ def first_replica(
     info: FileInfo = FileInfo(),
 ) -> Replica:
     """The replica of a file ``add_file`` has just created (rights checked there, no lookup)."""
-    _checksums(info.size, info.adler32, info.sha256)
+    check_checksums(info.size, info.adler32, info.sha256)
     if state is ReplicaState.FAILED and not reason:
         raise UsageError("a FAILED replica needs a reason")
     return _set_replica(session, entry, None, se, url, state, pinned_until, reason, info)
@@ -293,13 +294,25 @@ def _set_replica(
     if replica is None:
         replica = Replica(entry=entry, se=se, url=url, state=state)
         session.add(replica)
+    fill_replica(replica, url, state, pinned_until, reason, info)
+    session.flush()
+    return replica
+
+
+def fill_replica(
+    replica: Replica,
+    url: str,
+    state: ReplicaState,
+    pinned_until: dt.datetime | None,
+    reason: str | None,
+    info: FileInfo,
+) -> None:
+    """Set a replica's fields the one way: a pin only when ONLINE, a reason only when FAILED."""
     replica.url, replica.state = url, state
     replica.pinned_until = pinned_until if state is ReplicaState.ONLINE else None
     replica.reason = reason if state is ReplicaState.FAILED else None
     replica.size, replica.adler32, replica.sha256 = info.size, info.adler32, info.sha256
     replica.modified = utcnow()
-    session.flush()
-    return replica
 
 
 def remove_replica(session: Session, caller: Caller, path: str, se: str) -> None:

@@ -31,8 +31,15 @@ def worker() -> None:
     show_default=True,
     help="Instances processed at once (anonymize, key registration, encryption, writing).",
 )
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.01, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks at an empty staging queue.",
+)
 @click.pass_context
-def recall(ctx: click.Context, once: bool, threads: int) -> None:
+def recall(ctx: click.Context, once: bool, threads: int, poll: float) -> None:
     """Recall staged files from the PACS into the cache, anonymized and encrypted."""
     from mdm.workers.recall import BatchResult, run
 
@@ -48,7 +55,18 @@ def recall(ctx: click.Context, once: bool, threads: int) -> None:
     def report(r: BatchResult) -> None:
         click.echo(f"batch: {r.completed} completed, {r.failed} failed", err=True)
 
-    total = run(settings, once=once, stop_event=stop, on_batch=report, threads=threads)
+    def ready(worker_id: str) -> None:
+        click.echo(f"recall worker {worker_id} ready ({threads} threads)", err=True)
+
+    total = run(
+        settings,
+        once=once,
+        stop_event=stop,
+        idle=poll,
+        on_batch=report,
+        on_ready=ready,
+        threads=threads,
+    )
     click.echo(f"recall worker: {total.completed} completed, {total.failed} failed")
     if total.timings:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(total.timings.items()))

@@ -37,6 +37,7 @@ from mdm.crypto.stream import (
     decrypt_file,
     decrypt_stream,
     encrypt_file,
+    encrypt_into,
     encrypt_stream,
     new_key,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "decrypt_range",
     "decrypt_stream",
     "encrypt_file",
+    "encrypt_into",
     "encrypt_stream",
     "new_key",
     "read_header",

@@ -45,8 +45,11 @@ def cache_path(root: Path, lfn: str) -> Path:
     return Path(root).joinpath(*lfn.strip("/").split("/"))
 
 
-def write_atomically(root: Path, lfn: str, data: bytes, *, fsync: bool = True) -> dict[str, str]:
-    """Put *data* in the cache as *lfn* (tmp + fsync + rename); return its checksums.
+def write_atomically(
+    root: Path, lfn: str, data: bytes | memoryview, *, fsync: bool = True
+) -> dict[str, str]:
+    """Put *data* in the cache as *lfn* (tmp + fsync + rename); return its adler32 and sha256
+    (what the catalog records; md5 is computed by the storage element when asked for).
 
     ``fsync=False`` leaves the flush to the caller, who must call ``os.sync()`` (one flush for
     a whole batch) before recording any of the files ONLINE.
@@ -54,7 +57,7 @@ def write_atomically(root: Path, lfn: str, data: bytes, *, fsync: bool = True) -
     dst = cache_path(root, lfn)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
-    summer = Checksummer()
+    summer = Checksummer(("adler32", "sha256"))
     summer.update(data)
     try:
         with tmp.open("xb") as fh:

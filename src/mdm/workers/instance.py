@@ -38,7 +38,7 @@ from mdm.errors import ChecksumMismatch, ConfigError, MDMError
 from mdm.keystore import KeyStore
 from mdm.settings import Settings
 from mdm.workers import cache
-from mdm.workers.recipe import RecipeStore, first_encryption, replay
+from mdm.workers.recipe import RecipeStore, Scratch, first_encryption, replay
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,10 @@ class KeyBatch:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __contains__(self, guid: object) -> bool:
+        """Whether a new key was prepared for file *guid* (it has no recipe yet)."""
+        return guid in self._keys
+
     def take(self, guid: str) -> tuple[uuid.UUID, bytes] | None:
         """The registered ``(key_id, key)`` for file *guid*; ``None`` if none was prepared
         for it; raises the error its registration failed with."""
@@ -264,7 +268,9 @@ class InstanceProcessor:
                 )
             plaintext = encode(anon.dataset)
             t1 = self.timings.add("anonymize", t0)
-            recipe = self.recipes.load(w.guid)
+            # A key prepared for this file means prepare_keys found no recipe a moment ago.
+            first = keys is not None and w.guid in keys
+            recipe = None if first else self.recipes.load(w.guid)
             if recipe is None:
                 if w.sha256 is not None:
                     return Outcome(
@@ -286,12 +292,12 @@ class InstanceProcessor:
                     n=self.n,
                 )
                 t1 = self.timings.add("keys", t1)
-                blob, recipe = first_encryption(plaintext, key, header)
+                blob, recipe = first_encryption(plaintext, key, header, self._scratch())
                 self.recipes.save(w.guid, recipe, fsync=False)  # flushed before ONLINE
             else:
                 key = self._thread_keystore().fetch(recipe.key_id)
                 t1 = self.timings.add("keys", t1)
-                blob = replay(plaintext, key, recipe)
+                blob = replay(plaintext, key, recipe, self._scratch())
             t1 = self.timings.add("encrypt", t1)
             if w.size is not None and w.size != len(blob):
                 raise ChecksumMismatch(f"size {len(blob)} differs from the registered {w.size}")
@@ -311,6 +317,12 @@ class InstanceProcessor:
         with self._lock:
             self._keystores.append(ks)
         return ks
+
+    def _scratch(self) -> Scratch:
+        scratch: Scratch | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = Scratch()
+        return scratch
 
     def _thread_keystore(self) -> KeyStore:
         ks: KeyStore | None = getattr(self._local, "keystore", None)

@@ -23,7 +23,6 @@ file whose replica is not ONLINE; its claims expire and another worker finishes 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -38,16 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from mdm._log import quiet_pynetdicom
-from mdm.catalog import access, files, qido, staging, vault
+from mdm.catalog import access, recalls, staging, vault
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.files import FileInfo
-from mdm.catalog.models import AclGrant, Entry, Instance, ReplicaState, Right, utcnow
+from mdm.catalog.models import AclGrant, Entry, ReplicaState, Right, utcnow
+from mdm.catalog.recalls import Recalled
 from mdm.dicom import scp
 from mdm.dicom.pacs import Pacs
 from mdm.dicom.retrieve import RetrieveRequest
-from mdm.errors import ConfigError, Conflict, MDMError
+from mdm.errors import ConfigError, MDMError
 from mdm.settings import Settings
 from mdm.workers import cache
 from mdm.workers.instance import (
@@ -76,6 +77,9 @@ __all__ = [
 ]
 
 PACS_REPLICA = "pacs:"
+#: Seconds between evictions of expired cache copies by a running worker (at least; pins last
+#: minutes to hours, and a sweep walks the whole cache).
+SWEEP_PERIOD = 10.0
 
 
 def pacs_replica(name: str) -> str:
@@ -198,11 +202,13 @@ class RecallWorker:
         result = BatchResult()
         seen: dict[str, Work] = {}
         with self.dbs.catalog.session() as s:
+            stmt = select(Entry).where(Entry.path.in_({lfn for _, lfn in rows}))
+            entries = {e.path: e for e in s.scalars(stmt.options(selectinload(Entry.replicas)))}
             for file_id, lfn in rows:
                 if lfn in seen:  # staged by several requests: one recall, all completed
                     seen[lfn].file_ids.append(file_id)
                     continue
-                entry = s.scalar(select(Entry).where(Entry.path == lfn))
+                entry = entries.get(lfn)
                 if entry is None:
                     lost = Work([file_id], lfn, "", "", None, None, None)
                     self._finish([Outcome(lost, "the file is no longer in the catalog")], result)
@@ -353,74 +359,31 @@ class RecallWorker:
     # -- recording ---------------------------------------------------------------------------
 
     def _finish(self, outcomes: Iterable[Outcome], result: BatchResult) -> None:
-        now = utcnow()
+        items = []
+        for o in outcomes:
+            reason = o.reason
+            if reason is None and not cache.present(self.cache_root, o.work.lfn, o.size):
+                reason = "the cache copy vanished; stage again"
+            info = FileInfo()
+            if reason is None:
+                info = FileInfo(o.size, o.sums["adler32"], o.sums["sha256"], o.key_id or None)
+            items.append(Recalled(o.work.lfn, o.work.file_ids, reason, info, o.header))
         with self.dbs.catalog.session(write=True) as s:
-            for o in outcomes:
-                w = o.work
-                try:
-                    with s.begin_nested():
-                        if o.reason is None and not cache.present(self.cache_root, w.lfn, o.size):
-                            o = dataclasses.replace(
-                                o, reason="the cache copy vanished; stage again"
-                            )
-                        if o.reason is None:
-                            self._online(s, o, now)
-                            for fid in w.file_ids:
-                                staging.complete(s, self.caller, self.worker_id, fid)
-                            result.completed += 1
-                        else:
-                            self._failed(s, o)
-                            result.failed += 1
-                except Conflict as exc:  # the claim was lost (expired): another worker has it
-                    logger.warning("%s: %s", w.lfn, exc.message)
-
-    def _online(self, s: Any, o: Outcome, now: dt.datetime) -> None:
-        w = o.work
-        info = FileInfo(o.size, o.sums["adler32"], o.sums["sha256"], o.key_id or None)
-        files.set_content(s, self.caller, w.lfn, info)
-        files.add_replica(
-            s,
-            self.caller,
-            w.lfn,
-            se=self.se,
-            url=self._url(w.lfn),
-            state=ReplicaState.ONLINE,
-            pinned_until=now + self.pin,
-            info=FileInfo(o.size, o.sums["adler32"], o.sums["sha256"]),
-        )
-        instance = s.scalar(select(Instance).join(Entry).where(Entry.path == w.lfn))
-        if instance is not None and o.header:
-            series_attrs = instance.series.attrs or {}
-            instance.attrs = {
-                t: e
-                for t, e in o.header.items()
-                if t not in qido.BY_TAG and series_attrs.get(t) != e
-            }
-            for column, tag in (("rows", "00280010"), ("columns", "00280011")):
-                value = (o.header.get(tag) or {}).get("Value")
-                if value and getattr(instance, column) is None:
-                    setattr(instance, column, int(value[0]))
-
-    def _failed(self, s: Any, o: Outcome) -> None:
-        w = o.work
-        reason = o.reason or "failed"
-        for fid in w.file_ids:
-            if _still_held(s, fid, self.worker_id):
-                staging.fail(s, self.caller, self.worker_id, fid, reason)
-        if w.guid:
-            entry = files.get_entry(s, self.caller, w.lfn)
-            mine = [r for r in entry.replicas if r.se == self.se]
-            if not mine or mine[0].state is not ReplicaState.ONLINE:
-                files.add_replica(
-                    s,
-                    self.caller,
-                    w.lfn,
-                    se=self.se,
-                    url=self._url(w.lfn),
-                    state=ReplicaState.FAILED,
-                    reason=reason[:1000],
-                )
-        logger.info("recall of %s failed: %s", w.lfn, reason)
+            done = recalls.record(
+                s,
+                self.caller,
+                self.worker_id,
+                items,
+                se=self.se,
+                url=self._url,
+                pinned_until=utcnow() + self.pin,
+            )
+        result.completed += len(done.online)
+        result.failed += len(done.failed)
+        for lfn, reason in done.failed.items():
+            logger.info("recall of %s failed: %s", lfn, reason)
+        for lfn in done.lost:  # the claim expired: another worker has it now
+            logger.warning("%s: the claim on it was lost before the recall was recorded", lfn)
 
     def _url(self, lfn: str) -> str:
         base = self.settings.storage.url.rstrip("/")
@@ -482,12 +445,15 @@ def run(
     *,
     idle: float = 1.0,
     on_batch: Callable[[BatchResult], None] | None = None,
+    on_ready: Callable[[str], None] | None = None,
     threads: int = 16,
 ) -> BatchResult:
     """Process the queue until *stop_event* is set (or, with *once*, until it is empty)."""
     stop = stop_event or threading.Event()
     total = BatchResult()
     with RecallWorker(settings, threads=threads) as w:
+        if on_ready is not None:
+            on_ready(w.worker_id)
         last_sweep = 0.0
         while not stop.is_set():
             r = w.run_once()
@@ -495,12 +461,13 @@ def run(
             total.failed += r.failed
             if r.files and on_batch is not None:
                 on_batch(r)
-            if time.monotonic() - last_sweep > idle * 5 or not r.files:
+            if not r.files and once:
+                w.sweep()
+                break
+            if time.monotonic() - last_sweep > max(idle * 5, SWEEP_PERIOD):
                 w.sweep()
                 last_sweep = time.monotonic()
             if not r.files:
-                if once:
-                    break
                 stop.wait(idle)
         total.timings = dict(w.timings.totals)
     return total

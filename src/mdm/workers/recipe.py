@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import os
 import secrets
 import struct
@@ -37,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from mdm.crypto import Header, encrypt_stream
+from mdm.crypto import Header, ciphertext_length, encrypt_into
 from mdm.errors import Conflict, UnsupportedFormat
 
 SALT_LEN = 24
@@ -87,17 +86,46 @@ class Recipe:
         return str(Header.unpack(self.header).key_id)
 
 
-def first_encryption(plaintext: bytes, key: bytes, header: Header) -> tuple[bytes, Recipe]:
-    """Encrypt with the library (random salt); return the object and its recipe."""
-    out = io.BytesIO()
-    encrypt_stream(io.BytesIO(plaintext), out, key, header)
-    data = out.getvalue()
+class Scratch:
+    """A reusable output buffer, one per worker thread.
+
+    A fresh 0.5 MB buffer per instance costs more in page faults (glibc maps and unmaps every
+    allocation that large) than encrypting into it; reusing one makes the encryption of a CT
+    instance ~0.1 ms instead of ~1.5 ms. Buffers over ``keep`` bytes (huge multi-frame
+    instances) are not kept, so a worker's memory does not stay at its largest file.
+    """
+
+    def __init__(self, keep: int = 64 << 20) -> None:
+        self._buf = bytearray()
+        self._keep = keep
+
+    def view(self, size: int) -> memoryview:
+        """A writable view of *size* bytes, valid until the next call."""
+        if size > self._keep:
+            return memoryview(bytearray(size))
+        if len(self._buf) < size:
+            self._buf = bytearray(size)
+        return memoryview(self._buf)[:size]
+
+
+def first_encryption(
+    plaintext: bytes, key: bytes, header: Header, scratch: Scratch | None = None
+) -> tuple[memoryview, Recipe]:
+    """Encrypt with the library (random salt); return the object and its recipe.
+
+    The object is a view into *scratch* (valid until its next use) or into a new buffer.
+    """
     context = header.pack()
-    salt = data[len(context) : len(context) + SALT_LEN]
-    return data, Recipe(context, salt, hashlib.sha256(plaintext).digest())
+    size = ciphertext_length(len(plaintext), len(context))
+    out = (scratch or Scratch()).view(size + CHUNK + 16)
+    n = encrypt_into(plaintext, key, header, out)
+    salt = bytes(out[len(context) : len(context) + SALT_LEN])
+    return out[:n], Recipe(context, salt, hashlib.sha256(plaintext).digest())
 
 
-def replay(plaintext: bytes, key: bytes, recipe: Recipe) -> bytes:
+def replay(
+    plaintext: bytes, key: bytes, recipe: Recipe, scratch: Scratch | None = None
+) -> memoryview:
     """The object the first encryption produced, rebuilt from the recipe and the key.
 
     Raises ``NewVersion`` (before encrypting anything) when *plaintext* is not the recorded one.
@@ -111,12 +139,18 @@ def replay(plaintext: bytes, key: bytes, recipe: Recipe) -> bytes:
         algorithm=hashes.SHA512(), length=32 + 12 + 32, info=_INFO + recipe.salt + recipe.header
     ).derive(key)
     aead, base, commitment = AESGCM(okm[:32]), int.from_bytes(okm[32:44], "big"), okm[44:]
-    parts = [recipe.header, recipe.salt, commitment]
+    out = (scratch or Scratch()).view(ciphertext_length(len(plaintext), len(recipe.header)))
+    pos = 0
+    for part in (recipe.header, recipe.salt, commitment):
+        out[pos : pos + len(part)] = part
+        pos += len(part)
     view = memoryview(plaintext)
     for index in range(len(plaintext) // CHUNK + 1):  # the final chunk is short, maybe empty
         nonce = (base ^ index).to_bytes(12, "big")
-        parts.append(aead.encrypt(nonce, bytes(view[index * CHUNK : (index + 1) * CHUNK]), None))
-    return b"".join(parts)
+        sealed = aead.encrypt(nonce, view[index * CHUNK : (index + 1) * CHUNK], None)
+        out[pos : pos + len(sealed)] = sealed
+        pos += len(sealed)
+    return out[:pos]
 
 
 class RecipeStore:

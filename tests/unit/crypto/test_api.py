@@ -17,6 +17,7 @@ EXPECTED = {
     "decrypt_range",
     "decrypt_stream",
     "encrypt_file",
+    "encrypt_into",
     "encrypt_stream",
     "new_key",
     "read_header",

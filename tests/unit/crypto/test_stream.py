@@ -15,6 +15,7 @@ from mdm.crypto import (
     decrypt_file,
     decrypt_stream,
     encrypt_file,
+    encrypt_into,
     encrypt_stream,
     new_key,
     read_header,
@@ -168,3 +169,24 @@ def test_file_helpers_round_trip(tmp_path: Path) -> None:
     assert dec.read_bytes() == src.read_bytes()
     assert oct(dec.stat().st_mode & 0o777) == oct(0o600)  # decrypted data is patient data
     assert sorted(p.name for p in tmp.iterdir()) == ["in.dcm", "in.mdm", "out.dcm"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_encrypt_into_a_reused_buffer_gives_a_valid_object_of_the_exact_length(size: int) -> None:
+    buffer = bytearray(ciphertext_length(size) + CHUNK + 16)
+    for _ in range(2):  # the second object overwrites the first in the same buffer
+        plaintext, key = os.urandom(size), new_key()
+        header = Header.new(size, k=3, n=5)
+        n = encrypt_into(plaintext, key, header, buffer)
+        assert n == ciphertext_length(size)
+        out = io.BytesIO()
+        assert decrypt_stream(io.BytesIO(bytes(buffer[:n])), out, key) == header
+        assert out.getvalue() == plaintext
+
+
+def test_encrypt_into_refuses_a_wrong_length_or_a_small_buffer() -> None:
+    header = Header.new(100, k=3, n=5)
+    with pytest.raises(UsageError, match="plaintext_len=100"):
+        encrypt_into(b"x" * 99, new_key(), header, bytearray(1 << 16))
+    with pytest.raises(UsageError, match="output buffer needs"):
+        encrypt_into(b"x" * 100, new_key(), header, bytearray(ciphertext_length(100)))
