@@ -167,6 +167,7 @@ class StorageSettings:
     release_grace_seconds: int = 0  # a copy stays this long after its last pin is released
     retry_after_seconds: int = 30  # Retry-After sent with 503 for a NEARLINE file
     max_bulk_paths: int = 10000  # most paths in one Tape REST request
+    max_ranges: int = 200  # most ranges in one GET Range (more: whole file); <2: no multipart
     recipe_dir: Path | None = None  # recall recipes (docs/recall.md); None: <cache_dir>/../recipes
 
 

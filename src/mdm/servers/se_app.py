@@ -9,8 +9,9 @@
   ``<d:collection/>``, hrefs are percent-encoded, and a file's ``getcontentlength`` is its size
   (an estimate while NEARLINE, the exact served size once ONLINE). Depth infinity: 403.
 * ``GET``/``HEAD`` of an ONLINE file: ``Content-Length`` from the open file itself, a single
-  ``Range`` gives 206 (end clamped to the size), an unsatisfiable one 416, several ranges the
-  whole file with 200 (RFC 9110 lets a server ignore Range; never a wrong body). ``Want-Digest``
+  ``Range`` gives 206 (end clamped to the size), an unsatisfiable one 416, several ranges one
+  206 ``multipart/byteranges`` body (``mdm.servers.byteranges``: coalesced, capped by
+  ``storage.max_ranges``; a malformed or over-long header gets the whole file). ``Want-Digest``
   gets ``Digest: adler32=<8 hex>``, ``md5=<base64>``, ``sha-256=<base64>`` (RFC 3230/5843).
   A file that is not ONLINE: 503 + ``Retry-After`` + problem+json, no body bytes of the file.
 * ``POST`` of a macaroon request (gfal2 sends one before almost everything): 400 problem+json,
@@ -26,7 +27,7 @@ import base64
 import email.utils
 import os
 import re
-from collections.abc import AsyncIterator, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -42,12 +43,19 @@ from starlette.routing import Route
 from mdm._log import audit_logger
 from mdm.acl import Identity
 from mdm.errors import PermissionDenied, UsageError
+from mdm.servers.byteranges import (
+    Multipart,
+    Span,
+    Unsatisfiable,
+    multipart_body,
+    parse_ranges,
+    span_body,
+)
 from mdm.servers.http import EXCEPTION_HANDLERS, PROBLEM_JSON, require_identity
 from mdm.servers.se_tape import tape_routes
 from mdm.settings import Settings
 from mdm.storage.backend import Entry, FileState, Right, StorageBackend, normalize_lfn
 
-CHUNK = 1 << 20
 READ_ONLY = "OPTIONS, GET, HEAD, PROPFIND"
 _RESERVED = ("/api/", "/.well-known/")
 _DIGESTS = {"adler32": "hex", "md5": "b64", "sha-256": "b64", "sha256": "hex"}
@@ -176,51 +184,6 @@ def want_digest(header: str | None, checksums: Mapping[str, str]) -> str | None:
     return ", ".join(dict.fromkeys(out)) or None
 
 
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(first, last)`` for a single satisfiable range, ``None`` to send the whole file.
-
-    Raises ``ValueError`` for an unsatisfiable range (416). Malformed or multiple ranges are
-    ignored (200 with the whole file), as RFC 9110 §14.2 allows: never a wrong body.
-    """
-    if not header:
-        return None
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = (part.strip() for part in spec.partition("-"))
-    if not dash:
-        return None
-    if not first:  # suffix range: the last N bytes
-        if not last.isdigit():
-            return None
-        if int(last) == 0 or size == 0:
-            raise ValueError("empty suffix range")
-        return max(0, size - int(last)), size - 1
-    if not first.isdigit() or (last and not last.isdigit()):
-        return None
-    a = int(first)
-    b = int(last) if last else size - 1
-    if b < a:
-        return None
-    if a >= size:
-        raise ValueError("range starts past the end")
-    return a, min(b, size - 1)
-
-
-async def _body(fh: BinaryIO, first: int, length: int) -> AsyncIterator[bytes]:
-    try:
-        await run_in_threadpool(fh.seek, first)
-        left = length
-        while left > 0:
-            chunk = await run_in_threadpool(fh.read, min(CHUNK, left))
-            if not chunk:  # cannot happen with an open unlinked copy; never pad or invent
-                raise OSError("cache copy shorter than its size")
-            left -= len(chunk)
-            yield chunk
-    finally:
-        fh.close()
-
-
 async def get(request: Request) -> Response:
     who, lfn = await _authorized(request, Right.READ)
     backend = _backend(request)
@@ -237,7 +200,7 @@ async def get(request: Request) -> Response:
         digest = want_digest(request.headers.get("want-digest"), entry.checksums)
         if digest:
             headers["Digest"] = digest
-        rng = _requested_range(request, size, etag, headers["Last-Modified"])
+        spans = _requested_spans(request, size, etag, headers["Last-Modified"])
     except BaseException:
         fh.close()
         raise
@@ -245,14 +208,29 @@ async def get(request: Request) -> Response:
         fh.close()
         headers["Content-Length"] = str(size)
         return Response(b"", headers=headers, media_type="application/octet-stream")
-    status, first, length = 200, 0, size
-    if rng is not None:
-        status, first, length = 206, rng[0], rng[1] - rng[0] + 1
-        headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
-    headers["Content-Length"] = str(length)
-    audit_logger().info("read %s bytes=%d status=%d dn=%s", lfn, length, status, who.dn)
+    if spans is not None and len(spans) > 1:  # RFC 9110 §14.6; one span is never multipart
+        multipart = Multipart.plan(spans, size)
+        headers["Content-Length"] = str(multipart.content_length)
+        audit_logger().info(
+            "read %s bytes=%d status=206 parts=%d dn=%s",
+            lfn,
+            multipart.payload,
+            len(spans),
+            who.dn,
+        )
+        return StreamingResponse(
+            multipart_body(fh, multipart),
+            status_code=206,
+            headers=headers,
+            media_type=multipart.content_type,
+        )
+    status, span = (200, Span(0, size - 1)) if spans is None else (206, spans[0])
+    if spans is not None:
+        headers["Content-Range"] = span.content_range(size)
+    headers["Content-Length"] = str(span.length)
+    audit_logger().info("read %s bytes=%d status=%d dn=%s", lfn, span.length, status, who.dn)
     return StreamingResponse(
-        _body(fh, first, length),
+        span_body(fh, span),
         status_code=status,
         headers=headers,
         media_type="application/octet-stream",
@@ -263,16 +241,17 @@ def _fstat_size(fh: BinaryIO) -> int:
     return os.fstat(fh.fileno()).st_size
 
 
-def _requested_range(
+def _requested_spans(
     request: Request, size: int, etag: str | None, last_modified: str
-) -> tuple[int, int] | None:
+) -> list[Span] | None:
+    """The spans to send (``None``: the whole file); 416 when none is satisfiable."""
     header = request.headers.get("range")
     if_range = request.headers.get("if-range")
     if header and if_range and if_range.strip() not in (etag, last_modified):
         return None  # the client's copy is stale: send the whole new representation
     try:
-        return byte_range(header, size)
-    except ValueError as exc:
+        return parse_ranges(header, size, request.app.state.storage_settings.max_ranges)
+    except Unsatisfiable as exc:
         headers = {"Content-Range": f"bytes */{size}"}
         raise HTTPException(416, "range not satisfiable", headers) from exc
 
@@ -331,4 +310,4 @@ def create_app(backend: StorageBackend, settings: Settings | None = None) -> Sta
     return app
 
 
-__all__ = ["PROBLEM_JSON", "byte_range", "create_app", "multistatus", "want_digest"]
+__all__ = ["PROBLEM_JSON", "create_app", "multistatus", "want_digest"]
