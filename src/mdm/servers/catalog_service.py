@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -25,12 +25,17 @@ from starlette.responses import Response
 from mdm.acl import Identity
 from mdm.catalog.access import Caller
 from mdm.catalog.db import CatalogDatabases
-from mdm.errors import PermissionDenied, RequestTooLarge, UsageError
-from mdm.servers.http import require_identity
+from mdm.errors import PermissionDenied, UsageError
+from mdm.servers.http import json_kind, read_json_object, require_identity
 from mdm.settings import CatalogSettings
 
 #: Largest JSON request body; a batch registration of 1000 instances fits well inside.
 MAX_BODY = 4 * 1024 * 1024
+
+#: Largest id, count or offset a request may carry: a signed 64-bit column's maximum.
+MAX_ID = 2**63 - 1
+
+_INT_RE = re.compile(r"[+-]?[0-9]{1,19}")
 
 T = TypeVar("T")
 
@@ -116,16 +121,7 @@ def endpoint(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 async def json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object (``{}`` when empty); 413 over ``MAX_BODY``, 400 if not JSON."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise RequestTooLarge(f"request body over {MAX_BODY} bytes")
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise UsageError(f"request body is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UsageError("request body must be a JSON object")
-    return data
+    return await read_json_object(request, limit=MAX_BODY, empty_is_object=True)
 
 
 def query_param(request: Request, name: str) -> str:
@@ -136,21 +132,60 @@ def query_param(request: Request, name: str) -> str:
     return value
 
 
-def as_int(value: Any, name: str, default: int) -> int:
-    """*value* (from a query string or a JSON body) as an int, *default* when absent."""
+def as_int(
+    value: Any,
+    name: str,
+    default: int | None = None,
+    *,
+    minimum: int = 0,
+    maximum: int = MAX_ID,
+) -> int:
+    """*value* (a JSON integer, or digits from a query string or path) as an int in range.
+
+    *default* when absent (required when there is none). Booleans and fractions are refused
+    rather than truncated, and the range keeps values a database column can hold: a count or
+    id past 64 bits would otherwise fail inside the driver, as a 500.
+    """
     if value is None:
+        if default is None:
+            raise UsageError(f"{name} is required", field=name)
         return default
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{name} must be an integer") from exc
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _INT_RE.fullmatch(value):
+        number = int(value)
+    else:
+        shown = repr(value[:40]) if isinstance(value, str) else json_kind(value)
+        raise UsageError(f"{name} must be an integer, not {shown}", field=name)
+    if not minimum <= number <= maximum:
+        raise UsageError(f"{name} must be between {minimum} and {maximum}", field=name)
+    return number
+
+
+def text_field(body: dict[str, Any], name: str, *, max_length: int | None = None) -> str:
+    """A required, non-empty string member of a JSON body (at most *max_length* characters)."""
+    value = body.get(name)
+    if value is None or value == "":
+        raise UsageError(f"{name!r} is required", field=name)
+    if not isinstance(value, str):
+        raise UsageError(f"{name!r} must be a string, not {json_kind(value)}", field=name)
+    if max_length is not None and len(value) > max_length:
+        raise UsageError(f"{name!r} is over {max_length} characters", field=name)
+    return value
 
 
 def identity_of(data: Any) -> Identity:
     """An ``Identity`` named in a request body (``{"dn": ..., "fqans": [...]}``)."""
-    if not isinstance(data, dict) or not data.get("dn"):
+    fqans = (data.get("fqans") or []) if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("dn"), str)
+        or not data["dn"]
+        or not isinstance(fqans, list)
+        or not all(isinstance(f, str) for f in fqans)
+    ):
         raise UsageError("'identity' must be an object with 'dn' (and optional 'fqans')")
-    return Identity(dn=str(data["dn"]), fqans=tuple(str(f) for f in data.get("fqans") or ()))
+    return Identity(dn=data["dn"], fqans=tuple(fqans))
 
 
 def acting(svc: CatalogService, caller: Caller, body: dict[str, Any]) -> Caller:
@@ -168,6 +203,7 @@ def acting(svc: CatalogService, caller: Caller, body: dict[str, Any]) -> Caller:
 
 __all__ = [
     "MAX_BODY",
+    "MAX_ID",
     "CatalogService",
     "Handler",
     "RouteDoc",
@@ -177,4 +213,5 @@ __all__ = [
     "identity_of",
     "json_body",
     "query_param",
+    "text_field",
 ]

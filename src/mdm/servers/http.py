@@ -7,6 +7,11 @@ not an ``MDMError`` becomes a bare 500 without detail (the traceback goes to the
 caller). Refusals (401/403) also write one record to the ``mdm.audit`` logger, so a denied access
 leaves a trace even when the app forgot to audit it.
 
+Request bodies are read through ``read_body`` / ``read_json`` / ``read_json_object``, each caller
+passing its own size limit: the cap holds while streaming (a chunked or lying client cannot make
+the server buffer more than the limit), and malformed JSON is a 400 naming what is wrong, never a
+500 from deep inside a handler.
+
 The caller's identity is put into the ASGI scope by the TLS layer (``mdm.servers.run``), once per
 connection, after the certificate chain was verified::
 
@@ -22,7 +27,9 @@ connection, after the certificate chain was verified::
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +45,8 @@ from mdm.errors import (
     CredentialError,
     FileOffline,
     MDMError,
+    RequestTooLarge,
+    UsageError,
 )
 
 logger = logging.getLogger(__name__)
@@ -144,6 +153,86 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
         "detail": "internal server error",
     }
     return ProblemResponse(body, status_code=500)
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The raw request body; ``RequestTooLarge`` (413) as soon as it is over *limit* bytes.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read. The cap
+    also holds while streaming, because a chunked body declares no length and a client may
+    declare less than it sends: the server never buffers more than *limit* bytes.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise UsageError("the Content-Length header is not a byte count", header=declared[:40])
+        if int(declared) > limit:
+            raise RequestTooLarge(f"request body over {limit} bytes", limit=limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestTooLarge(f"request body over {limit} bytes", limit=limit)
+    return bytes(body)
+
+
+def _finite(text: str) -> float:
+    """``parse_float`` hook: ``1e999`` would parse as infinity, which no field can take."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """``parse_constant`` hook: ``NaN`` and ``Infinity`` are Python's extensions, not JSON."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_REQUIRED: Any = object()
+
+
+def json_kind(value: Any) -> str:
+    """The JSON name of *value*'s type, for error messages that do not echo the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+async def read_json(request: Request, *, limit: int, empty: Any = _REQUIRED) -> Any:
+    """The request's JSON document (strict RFC 8259), read under *limit* bytes.
+
+    An empty body gives *empty* when one is given, else it is refused. ``NaN``, ``Infinity``
+    and numbers too large for a float are refused too: such values would only fail later, as a
+    500, when they reach a lease, a size or a database column.
+    """
+    raw = await read_body(request, limit=limit)
+    if not raw.strip():
+        if empty is _REQUIRED:
+            raise UsageError("the request body is empty: a JSON document is required")
+        return empty
+    try:
+        return json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise UsageError("the request body is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the hooks above
+        raise UsageError(f"the request body is not valid JSON: {exc}") from exc
+
+
+async def read_json_object(
+    request: Request, *, limit: int, empty_is_object: bool = False
+) -> dict[str, Any]:
+    """``read_json`` for endpoints that take a JSON object (``{}`` for an empty body if asked)."""
+    data = await read_json(request, limit=limit, empty={} if empty_is_object else _REQUIRED)
+    if not isinstance(data, dict):
+        raise UsageError(f"the request body must be a JSON object, not {json_kind(data)}")
+    return data
 
 
 #: Pass as ``Starlette(exception_handlers=EXCEPTION_HANDLERS)``.

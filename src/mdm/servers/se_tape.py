@@ -13,7 +13,6 @@ everything else needs a verified identity, and the backend checks ``read`` on ev
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from mdm._log import audit_logger
 from mdm.errors import PermissionDenied, RequestTooLarge, UsageError
-from mdm.servers.http import require_identity
+from mdm.servers.http import read_json_object, require_identity
 from mdm.settings import StorageSettings
 from mdm.storage.backend import Right, StageRequest, StorageBackend, normalize_lfn
 
@@ -56,20 +55,13 @@ def parse_duration(text: str) -> float:
     return d * 86400 + h * 3600 + mi * 60 + s
 
 
-async def read_json(request: Request) -> Any:
-    """The JSON body, refusing bodies over ``MAX_BODY`` before reading them whole."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY:
-        raise RequestTooLarge(f"request body over {MAX_BODY} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise RequestTooLarge(f"request body over {MAX_BODY} bytes")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError("JSON validation error: the body is not valid JSON") from exc
+async def read_json(request: Request) -> dict[str, Any]:
+    """The JSON object of a Tape REST request, refused (413) over ``MAX_BODY`` while streaming.
+
+    Every Tape REST body is an object (``{"files": [...]}``, ``{"paths": [...]}``); the reading,
+    the cap and the 400/413 wording are those of every MDM server (``mdm.servers.http``).
+    """
+    return await read_json_object(request, limit=MAX_BODY)
 
 
 def _paths(doc: Any, limit: int) -> list[str]:
