@@ -99,6 +99,8 @@ class Cpu:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            return  # a worker died: let its error through, nothing to measure
         end = self._now()
         self.client, self.pacs, self.keys = (e - s for e, s in zip(end, self.start, strict=True))
 
@@ -204,8 +206,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=1080)
     parser.add_argument("--workers", type=int, default=2, help="recall worker processes")
-    parser.add_argument("--threads", type=int, default=16, help="pool threads per worker")
+    parser.add_argument("--threads", type=int, default=2, help="pool threads per worker")
     parser.add_argument("--orthanc", default="/usr/sbin/Orthanc")
+    parser.add_argument(
+        "--engine", default="pynetdicom", choices=["pynetdicom", "dcmtk"], help="C-GET receiver"
+    )
     args = parser.parse_args()
     quiet_pynetdicom()
 
@@ -240,6 +245,8 @@ def main() -> None:
                 (base / "secret").write_bytes(SECRET)
                 data = site_mapping(base, local, fleet, orthanc, free_port())
                 data["dicom"]["port"] = dicom_port
+                for section in data["dicom"]["pacs"].values():
+                    section["engine"] = args.engine
                 settings_file = base / "mdm.toml"
                 write_settings(settings_file, data)
                 settings = Settings.load(settings_file, environ={})
@@ -274,7 +281,7 @@ def main() -> None:
                         results[name] = time.perf_counter() - t0
                     if got != len(rows):
                         raise SystemExit(f"{name}: received {got} of {len(rows)} instances")
-                mdm_name = f"MDM recall, {args.workers} workers x {args.threads} threads"
+                mdm_name = f"MDM recall, {args.workers}x{args.threads} threads, {args.engine}"
                 cpu[mdm_name] = Cpu(orthanc.pid, ks_pids)
                 seconds, online = recall(
                     settings_file, settings, args.workers, args.threads, cpu[mdm_name]

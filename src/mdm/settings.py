@@ -137,6 +137,7 @@ class PacsSettings:
     host: str = "127.0.0.1"
     port: int = 4242
     method: str = "c-get"  # or "c-move"
+    engine: str = "pynetdicom"  # or "dcmtk": C-GET received by dcmtk's getscu (docs/pacs.md)
     max_associations: int = 4
     move_destination: str = ""  # AE title the PACS knows our storage SCP by; "": dicom.ae_title
     acse_timeout: float = 30.0  # association set-up and release
@@ -151,6 +152,8 @@ class DicomSettings:
     host: str = "127.0.0.1"
     port: int = 0  # our storage SCP (C-MOVE destination, receiver)
     pacs: Mapping[str, PacsSettings] = field(default_factory=dict)
+    getscu: str = "getscu"  # the dcmtk program of engine = "dcmtk"
+    spool_dir: str = ""  # engine "dcmtk": where originals land briefly; "": system temp dir
 
 
 @dataclass(frozen=True)

@@ -476,6 +476,36 @@ def test_an_instance_damaged_in_the_pacs_fails_alone(site: Site, worker: None) -
             assert result[lfn].state is StageState.COMPLETED, result[lfn].reason
 
 
+def test_the_dcmtk_engine_recalls_the_same_bytes(site: Site, tmp_path: Path) -> None:
+    """engine = "dcmtk" (getscu receives the C-GET): a series recalled through pynetdicom,
+    then evicted, comes back bit-identical through getscu (the replay checks the plaintext
+    hash first), and a series recalled first through getscu goes ONLINE."""
+    require_tool("getscu", package="dcmtk")
+    dicom = site.settings.dicom
+    main = dataclasses.replace(dicom.pacs["main"], engine="dcmtk")
+    dcmtk = dataclasses.replace(
+        site.settings,
+        dicom=dataclasses.replace(dicom, pacs={"main": main}, spool_dir=str(tmp_path)),
+    )
+    bad = {site.lfn(u) for u, d in site.originals.items() if d.get("BurnedInAnnotation")}
+
+    def recalled(settings: Settings, lfns: list[str]) -> dict[str, tuple[object, ...]]:
+        site.backend.stage(alice(), lfns)
+        recall.run_once(settings)
+        good = [lfn for lfn in lfns if lfn not in bad]
+        assert all(site.replica(lfn).state is ReplicaState.ONLINE for lfn in good)
+        return {lfn: (e.size, e.adler32, e.sha256, e.key_id) for lfn in good
+                for e in [site.entry(lfn)]}  # fmt: skip
+
+    lfns = site.untouched_series()
+    first = recalled(site.settings, lfns)
+    site.backend.evict(lfns)
+    assert all(site.replica(lfn).state is ReplicaState.NEARLINE for lfn in first)
+    assert recalled(dcmtk, lfns) == first
+    assert len(recalled(dcmtk, site.untouched_series())) >= 4
+    assert list(tmp_path.iterdir()) == [], "the spool is emptied"
+
+
 def test_a_killed_worker_leaves_nothing_half_done_and_another_finishes(site: Site) -> None:
     """SIGKILL a worker process once it has written part of its batch to the cache, before it
     recorded anything: those files must stay invisible, and the next worker must finish the

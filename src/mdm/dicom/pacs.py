@@ -21,13 +21,14 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.association import Association
 
+from mdm.dicom import getscu
 from mdm.dicom import retrieve as _retrieve
 from mdm.dicom.query import (
     InstanceRecord,
     PatientRecord,
+    QuerySession,
     SeriesRecord,
     StudyRecord,
-    find,
 )
 from mdm.dicom.retrieve import GetSession, RetrieveReport, RetrieveRequest
 from mdm.dicom.scp import ReceivedInstance, Sink, StorageReceiver
@@ -49,36 +50,7 @@ from mdm.errors import ConfigError, DicomError, DimseFailure, MDMError
 from mdm.settings import DicomSettings, PacsSettings, Settings
 
 METHODS = ("c-get", "c-move")
-
-
-class QuerySession:
-    """C-FINDs over one open association (a walk sends hundreds; one association is enough)."""
-
-    def __init__(self, assoc: Association, peer: Peer) -> None:
-        self.assoc = assoc
-        self.peer = peer
-
-    def patients(self, matching: Mapping[str, Any] | None = None) -> list[PatientRecord]:
-        return list(find(self.assoc, self.peer, PatientRecord, matching))
-
-    def studies(self, matching: Mapping[str, Any] | None = None) -> list[StudyRecord]:
-        return list(find(self.assoc, self.peer, StudyRecord, matching))
-
-    def series(
-        self, study_uid: str, matching: Mapping[str, Any] | None = None
-    ) -> list[SeriesRecord]:
-        keys = {**(matching or {}), "StudyInstanceUID": study_uid}
-        return list(find(self.assoc, self.peer, SeriesRecord, keys))
-
-    def instances(
-        self,
-        study_uid: str,
-        series_uid: str,
-        matching: Mapping[str, Any] | None = None,
-        keys: Sequence[str] | None = None,
-    ) -> list[InstanceRecord]:
-        match = {**(matching or {}), "StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
-        return list(find(self.assoc, self.peer, InstanceRecord, match, keys))
+ENGINES = ("pynetdicom", "dcmtk")
 
 
 class Pacs:
@@ -100,6 +72,13 @@ class Pacs:
                 f"not {settings.method!r}",
                 key=f"dicom.pacs.{name}.method",
             )
+        engine = settings.engine.strip().lower()
+        if engine not in ENGINES or (engine == "dcmtk" and method != "c-get"):
+            raise ConfigError(
+                f"dicom.pacs.{name}.engine must be one of {', '.join(ENGINES)} "
+                f"(dcmtk retrieves by C-GET only), not {settings.engine!r} with {method}",
+                key=f"dicom.pacs.{name}.engine",
+            )
         if settings.max_associations < 1:
             raise ConfigError(
                 f"dicom.pacs.{name}.max_associations must be at least 1",
@@ -108,6 +87,8 @@ class Pacs:
         self.name = name
         self.settings = settings
         self.method = method
+        self.engine = engine
+        self.getscu, self.spool_dir = dicom.getscu, dicom.spool_dir
         self.calling_aet = dicom.ae_title
         self.destination = settings.move_destination or dicom.ae_title
         self.receiver = receiver
@@ -258,7 +239,10 @@ class Pacs:
 
         def run() -> None:
             try:
-                self._work(work, reports, sink, contexts, (stop, cancel), isolate)
+                if self.engine == "dcmtk":
+                    self._work_dcmtk(work, reports, sink, (stop, cancel), isolate)
+                else:
+                    self._work(work, reports, sink, contexts, (stop, cancel), isolate)
             except BaseException as exc:
                 stop.set()  # the other workers finish their request in progress, then stop
                 errors.append(exc)
@@ -340,6 +324,39 @@ class Pacs:
         finally:
             if assoc is not None:
                 close_association(assoc)
+
+    def _work_dcmtk(
+        self,
+        work: queue.SimpleQueue[tuple[int, RetrieveRequest]],
+        reports: dict[int, RetrieveReport],
+        sink: Sink,
+        stops: tuple[threading.Event, threading.Event | None],
+        isolate: int,
+    ) -> None:
+        """``_work`` with dcmtk's getscu (``mdm.dicom.getscu``): one process per request."""
+        program = getscu.binary(self.getscu)
+
+        def run(request: RetrieveRequest) -> RetrieveReport:
+            return getscu.get(
+                program, self.calling_aet, self.settings, self.peer, request, sink, self.spool_dir
+            )
+
+        def stopped() -> bool:
+            return any(e is not None and e.is_set() for e in stops)
+
+        while not stopped():
+            try:
+                index, request = work.get_nowait()
+            except queue.Empty:
+                break
+            report = run(request)
+            if not report.ok and report.missing and isolate:
+                for uid in report.missing[:isolate]:  # see _work: which instances fail
+                    if stopped():
+                        break
+                    if request.series_of.get(uid) or request.series_uid:
+                        report.absorb(run(request.single(uid)))
+            reports[index] = report
 
     def iter_retrieve(self, requests: Sequence[RetrieveRequest], *, buffer: int = 32) -> Retrieval:
         """Retrieval as an iterator of ``ReceivedInstance`` (a bounded queue in between)."""

@@ -309,3 +309,33 @@ def find(
             continue
         seen.add(key)
         yield record.from_identifier(identifier)
+
+
+class QuerySession:
+    """C-FINDs over one open association (a walk sends hundreds; one association is enough)."""
+
+    def __init__(self, assoc: Association, peer: Peer) -> None:
+        self.assoc = assoc
+        self.peer = peer
+
+    def patients(self, matching: Mapping[str, Any] | None = None) -> list[PatientRecord]:
+        return list(find(self.assoc, self.peer, PatientRecord, matching))
+
+    def studies(self, matching: Mapping[str, Any] | None = None) -> list[StudyRecord]:
+        return list(find(self.assoc, self.peer, StudyRecord, matching))
+
+    def series(
+        self, study_uid: str, matching: Mapping[str, Any] | None = None
+    ) -> list[SeriesRecord]:
+        keys = {**(matching or {}), "StudyInstanceUID": study_uid}
+        return list(find(self.assoc, self.peer, SeriesRecord, keys))
+
+    def instances(
+        self,
+        study_uid: str,
+        series_uid: str,
+        matching: Mapping[str, Any] | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[InstanceRecord]:
+        match = {**(matching or {}), "StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
+        return list(find(self.assoc, self.peer, InstanceRecord, match, keys))

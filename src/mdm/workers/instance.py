@@ -29,6 +29,7 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
 
 from mdm.acl import Identity
 from mdm.catalog.access import Caller
@@ -92,14 +93,32 @@ def anonymizer_from(settings: Settings) -> Anonymizer:
     return Anonymizer(options, secret=read_secret(cfg.secret_file))
 
 
+#: Who wrote the anonymized files (PS3.10 7.1): MDM, as a UUID-derived UID (PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = "2.25.327031575530656635365885800493619514913"
+#: Fixed, not the package version: a new value changes every file's bytes, i.e. every file
+#: would be a new version at its next recall (docs/recall.md).
+IMPLEMENTATION_VERSION_NAME = "MDM_1"
+
+
 def encode(ds: Dataset) -> bytes:
-    """The anonymized instance as a Part 10 file (zeroed preamble), deterministic bytes."""
+    """The anonymized instance as a Part 10 file (zeroed preamble), deterministic bytes.
+
+    The file meta is MDM's own, rebuilt here: what the receiver put there (pynetdicom's or
+    dcmtk's implementation UID and version, the sending AE title) depends on the transport and
+    its version, and a re-recall must produce the same bytes whatever received the instance.
+    """
     ds.preamble = b"\x00" * 128
-    meta = getattr(ds, "file_meta", None)
-    if meta is None:
-        meta = ds.file_meta = FileMetaDataset()
+    received = getattr(ds, "file_meta", None)
+    syntax = getattr(received, "TransferSyntaxUID", None) if received is not None else None
+    if syntax is None:
+        raise ValueError("the instance has no transfer syntax in its file meta")
+    meta = ds.file_meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

@@ -106,7 +106,7 @@ class RecallWorker:
         settings: Settings,
         *,
         worker_id: str | None = None,
-        threads: int = 16,
+        threads: int = 2,
         batch: int = 64,
     ) -> None:
         quiet_pynetdicom()
@@ -316,7 +316,11 @@ class RecallWorker:
         try:
             pacs = self.pacs(name)
             uids = sorted(by_sop)
-            n = max(1, min(pacs.settings.max_associations, len(uids) // 8 or 1))
+            # pynetdicom receives in this process: several associations keep the PACS busy while
+            # one waits for the GIL. getscu runs apart: one association per batch is enough,
+            # and each one more costs a process and an association set-up.
+            per = 8 if pacs.engine == "pynetdicom" else 64
+            n = max(1, min(pacs.settings.max_associations, len(uids) // per or 1))
             requests = [
                 RetrieveRequest(study, series, tuple(c), expected=frozenset(c))
                 for c in (uids[i::n] for i in range(n))
@@ -446,7 +450,7 @@ def run(
     idle: float = 1.0,
     on_batch: Callable[[BatchResult], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
-    threads: int = 16,
+    threads: int = 2,
 ) -> BatchResult:
     """Process the queue until *stop_event* is set (or, with *once*, until it is empty)."""
     stop = stop_event or threading.Event()

@@ -4,15 +4,23 @@ deterministic (what makes re-recall possible), and the header kept has no bulk d
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from mdm.dicom.anonymize import Anonymizer
 from mdm.dicom.corpus import CorpusSpec, generate
 from mdm.errors import ConfigError
 from mdm.settings import Settings
-from mdm.workers.instance import anonymizer_from, encode, header_json, read_secret
+from mdm.workers.instance import (
+    IMPLEMENTATION_CLASS_UID,
+    anonymizer_from,
+    encode,
+    header_json,
+    read_secret,
+)
 
 SECRET = b"unit-test-site-secret-0123456789"
 
@@ -50,3 +58,24 @@ def test_the_site_secret_is_required_and_checked(tmp_path: Path) -> None:
     good = tmp_path / "good"
     good.write_bytes(SECRET + b"\n")
     assert read_secret(good) == SECRET
+
+
+def test_the_encoded_bytes_do_not_depend_on_who_received_the_instance() -> None:
+    """pynetdicom and dcmtk's getscu write different file meta (implementation UID and
+    version, source AE title); the anonymized file must be the same bytes either way."""
+    _, ds = next(iter(generate(CorpusSpec())))
+    outputs = []
+    for implementation, version, source in (
+        ("1.2.826.0.1.3680043.9.3811.3.0.0", "PYNETDICOM_300", "ORTHANC"),
+        ("1.2.276.0.7230010.3.0.3.6.7", "OFFIS_DCMTK_367", "OTHERPACS"),
+    ):
+        received = copy.deepcopy(ds)
+        received.file_meta.ImplementationClassUID = implementation
+        received.file_meta.ImplementationVersionName = version
+        received.file_meta.SourceApplicationEntityTitle = source
+        outputs.append(encode(Anonymizer(secret=SECRET).anonymize(received).dataset))
+    assert outputs[0] == outputs[1]
+    written = dcmread(io.BytesIO(outputs[0]))
+    assert written.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert "SourceApplicationEntityTitle" not in written.file_meta
+    assert written.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID

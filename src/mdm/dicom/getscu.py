@@ -1,0 +1,218 @@
+"""C-GET through dcmtk's ``getscu``: the same DIMSE retrieval, received by a C program.
+
+Why: receiving a 0.5 MB CT instance costs pynetdicom 4-5 ms of Python CPU (about 35 PDUs
+through its state machine), in the recall worker's own process, where it competes for the GIL
+with anonymization and encryption. ``getscu`` receives the same instance for about 1.2 ms of
+CPU in a process of its own, on another core (``bench/recall.py`` and
+``../shared/notes/pacs-recipes.md`` have the figures). A PACS section chooses it with
+``engine = "dcmtk"`` (C-GET only); the protocol, the PACS's view and the reconciliation are
+the same as with the pynetdicom engine.
+
+How. One ``getscu`` process per request (one association), writing into a fresh private
+spool directory (mode 0700; ``dicom.spool_dir``, best on tmpfs, so that originals never reach
+a disk). getscu writes each instance completely, then sends its C-STORE response and logs
+``Sending C-STORE Response``; so once as many files lie in the spool as responses were
+logged, every one of them is complete (a file being written would be one more). Complete
+files are read, removed at once, and handed to the sink while the retrieval goes on; the
+rest when getscu exits. Statuses and sub-operation counts come from getscu's verbose log
+(which names no patient and no UID); which instances arrived comes from the files, and what
+C-FIND promised but never came is ``missing``, exactly as in ``retrieve.get``.
+
+Limits: getscu proposes uncompressed transfer syntaxes for the instances (``+x=``), so a PACS
+must transcode compressed ones (Orthanc does); archives that cannot should keep the
+pynetdicom engine. getscu gives no per-instance failure reason; ``Pacs.retrieve`` retries a
+missing instance alone to tell which ones fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from pydicom.filereader import read_file_meta_info
+
+from mdm.dicom.retrieve import RetrieveReport, RetrieveRequest
+from mdm.dicom.scp import ReceivedInstance, Sink
+from mdm.dicom.scu import Peer
+from mdm.errors import AssociationRejected, ConfigError, TransportError
+from mdm.settings import PacsSettings
+
+#: dcmtk's text for a final C-GET status -> the status code it stands for (PS3.4 C.4.3.1.4).
+STATUS_CODES = {
+    "Success": 0x0000,
+    "Warning": 0xB000,
+    "Cancel": 0xFE00,
+    "Failed: OutOfResourcesNumberOfMatches": 0xA701,
+    "Failed: OutOfResourcesSubOperations": 0xA702,
+    "Failed: IdentifierDoesNotMatchSOPClass": 0xA900,
+    "Failed: SOPClassNotSupported": 0x0122,
+}
+_RESPONSE = re.compile(r"Received C-GET Response \((?P<status>[^)]*)\)")
+_COUNT = re.compile(r"Number of (?P<kind>Completed|Failed|Warning) Suboperations\s*:\s*(?P<n>\d+)")
+_FILE = re.compile(r"^[A-Za-z]+\.(?P<uid>[0-9][0-9.]*)$")
+MAX_PDU = 131072  # dcmtk's upper bound for the PDU size it accepts
+_TAIL = 20  # log lines kept to explain an unexpected end
+
+
+def binary(name: str = "getscu") -> str:
+    """The getscu executable, or ConfigError naming the Debian package that provides it."""
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(
+            f"the dcmtk retrieval engine needs {name!r} (Debian package dcmtk), not found",
+            key="dicom.getscu",
+        )
+    return found
+
+
+def get(
+    program: str,
+    calling_aet: str,
+    settings: PacsSettings,
+    peer: Peer,
+    request: RetrieveRequest,
+    sink: Sink,
+    spool_root: str = "",
+) -> RetrieveReport:
+    """C-GET *request* with getscu, delivering each instance to *sink* as it completes."""
+    report = RetrieveReport(peer.name, "c-get", request, request.expected_uids())
+    spool = Path(tempfile.mkdtemp(prefix="mdm-getscu-", dir=spool_root or None))
+    start = time.perf_counter()
+    try:
+        with subprocess.Popen(
+            _command(program, calling_aet, settings, peer, request, spool),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={"TCP_NODELAY": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        ) as proc:
+            if proc.stderr is None:  # cannot happen with stderr=PIPE; keeps mypy and -O honest
+                raise RuntimeError("getscu started without a pipe for its log")
+            try:
+                log = _follow(proc.stderr.fileno(), spool, report, sink)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        _deliver(spool, report, sink, complete=None)  # getscu has exited: every file is whole
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+        report.seconds = time.perf_counter() - start
+    _finish(report, log, proc.returncode, peer)
+    return report
+
+
+def _command(
+    program: str,
+    calling_aet: str,
+    settings: PacsSettings,
+    peer: Peer,
+    request: RetrieveRequest,
+    spool: Path,
+) -> list[str]:
+    keys = [f"QueryRetrieveLevel={request.level}", f"StudyInstanceUID={request.study_uid}"]
+    ident = request.identifier()  # validates the level's keys (IMAGE needs the series)
+    if request.level in ("SERIES", "IMAGE"):
+        keys.append(f"SeriesInstanceUID={ident.SeriesInstanceUID}")
+    if request.level == "IMAGE":
+        keys.append("SOPInstanceUID=" + "\\".join(request.sop_instance_uids))
+    pdu = settings.max_pdu if 0 < settings.max_pdu <= MAX_PDU else MAX_PDU
+    return [
+        program,
+        "-v",
+        "-S",
+        "-aet",
+        calling_aet,
+        "-aec",
+        peer.aet,
+        "-ta",
+        str(max(1, round(settings.acse_timeout))),
+        "-td",
+        str(max(1, round(settings.dimse_timeout))),
+        "-to",
+        str(max(1, round(settings.network_timeout))),
+        "-pdu",
+        str(max(4096, pdu)),
+        *(arg for key in keys for arg in ("-k", key)),
+        "-od",
+        str(spool),
+        peer.host,
+        str(peer.port),
+    ]
+
+
+def _follow(fd: int, spool: Path, report: RetrieveReport, sink: Sink) -> list[str]:
+    """Read getscu's log until it exits, delivering files as they become complete."""
+    pending, responses, log = b"", 0, []
+    while chunk := os.read(fd, 65536):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").strip()
+            if "Sending C-STORE Response" in line:
+                responses += 1
+            elif _RESPONSE.search(line) or _COUNT.search(line) or line.startswith(("E:", "F:")):
+                log.append(line)
+        log = log[-_TAIL:]
+        if responses > len(report.received) + len(report.unexpected) + len(report.failed):
+            _deliver(spool, report, sink, complete=responses)
+    return log
+
+
+def _deliver(spool: Path, report: RetrieveReport, sink: Sink, complete: int | None) -> None:
+    """Hand the complete files in *spool* to *sink*, then remove them.
+
+    With *complete* = responses logged so far, files are complete only when there are no
+    more of them than responses (delivered ones were removed, so count them in).
+    """
+    names = sorted(e.name for e in os.scandir(spool) if e.is_file())
+    delivered = len(report.received) + len(report.unexpected) + len(report.failed)
+    if complete is not None and delivered + len(names) > complete:
+        return  # one file is still being written: wait for its response
+    for name in names:
+        path = spool / name
+        instance = _instance(path)
+        path.unlink()
+        report.deliver(sink, instance)
+
+
+def _instance(path: Path) -> ReceivedInstance:
+    meta = read_file_meta_info(path)
+    data = path.read_bytes()
+    name = path.name
+    match = _FILE.match(name)
+    uid = str(meta.get("MediaStorageSOPInstanceUID", "")) or (match["uid"] if match else name)
+    return ReceivedInstance(
+        sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
+        sop_instance_uid=uid,
+        transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
+        data=data,
+    )
+
+
+def _finish(report: RetrieveReport, log: list[str], returncode: int, peer: Peer) -> None:
+    """Final status and counts from the log; association problems raised as for pynetdicom."""
+    finals = [m["status"] for line in log if (m := _RESPONSE.search(line))]
+    finals = [s for s in finals if s != "Pending"]
+    errors = [line[2:].strip() for line in log if line.startswith(("E:", "F:"))]
+    if finals:
+        text = finals[-1]
+        report.status = STATUS_CODES.get(text, 0xC000)  # any other failure: "unable to process"
+        if report.status != 0:
+            report.error = report.error or f"getscu: final status {text}"
+    else:
+        report.status = None
+        report.error = "getscu: " + ("; ".join(errors[-2:]) or f"exited with {returncode}")
+        if any("Association Rejected" in e for e in errors):
+            raise AssociationRejected(f"{peer} rejected the association: {errors[-1]}")
+        if not report.received and any(
+            w in e for e in errors for w in ("Connection refused", "Association Request Failed")
+        ):
+            raise TransportError(f"cannot reach {peer}: {errors[-1]}")
+    attrs = {"Completed": "completed", "Failed": "failures", "Warning": "warnings"}
+    for line in log:
+        if m := _COUNT.search(line):
+            setattr(report, attrs[m["kind"]], int(m["n"]))

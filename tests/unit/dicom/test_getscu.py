@@ -1,0 +1,104 @@
+"""The dcmtk engine's two judgements without a PACS: when a spooled file is complete, and
+what getscu's log says about the retrieval (the real getscu runs in
+tests/integration/test_pacs_getscu.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mdm.dicom import getscu
+from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
+from mdm.dicom.pacs import Pacs
+from mdm.dicom.retrieve import RetrieveReport, RetrieveRequest
+from mdm.dicom.scp import ReceivedInstance
+from mdm.dicom.scu import Peer
+from mdm.errors import AssociationRejected, ConfigError, TransportError
+from mdm.settings import PacsSettings
+
+PEER = Peer("main", "ORTHANC", "127.0.0.1", 4242)
+ROWS = list(generate(CorpusSpec(patients=1, studies_per_patient=1, series_per_study=1,
+                                instances_per_series=3)))  # fmt: skip
+
+
+def report() -> RetrieveReport:
+    uids = frozenset(row.sop_instance_uid for row, _ in ROWS)
+    return RetrieveReport("main", "c-get", RetrieveRequest(ROWS[0][0].study_uid), uids)
+
+
+def spool_with(tmp_path: Path, count: int) -> Path:
+    for row, ds in ROWS[:count]:
+        (tmp_path / f"CT.{row.sop_instance_uid}").write_bytes(to_bytes(ds))
+    return tmp_path
+
+
+def test_files_are_delivered_only_when_no_more_than_the_responses_logged(tmp_path: Path) -> None:
+    spool = spool_with(tmp_path, 2)
+    got: list[ReceivedInstance] = []
+    r = report()
+    getscu._deliver(spool, r, got.append, complete=1)  # one of the two may be half written
+    assert got == []
+    assert len(list(spool.iterdir())) == 2
+    getscu._deliver(spool, r, got.append, complete=2)
+    assert sorted(i.sop_instance_uid for i in got) == sorted(r.received)
+    assert len(got) == 2
+    assert list(spool.iterdir()) == [], "delivered files are removed at once"
+    by_uid = {row.sop_instance_uid: ds for row, ds in ROWS}
+    for instance in got:
+        assert instance.data == to_bytes(by_uid[instance.sop_instance_uid])
+        assert instance.sop_class_uid == by_uid[instance.sop_instance_uid].SOPClassUID
+    spool_with(tmp_path, 3)  # the first two again (a PACS resending) and the third
+    getscu._deliver(spool, r, got.append, complete=3)
+    assert got == got[:2], "2 delivered + 3 in the spool > 3 responses: wait"
+    getscu._deliver(spool, r, got.append, complete=None)  # getscu exited: all are whole
+    assert len(r.received) == 3
+
+
+@pytest.mark.parametrize(
+    ("final", "code"),
+    [("Success", 0x0000), ("Warning", 0xB000), ("Cancel", 0xFE00),
+     ("Failed: UnableToProcess", 0xC000), ("Failed: IdentifierDoesNotMatchSOPClass", 0xA900)],
+)  # fmt: skip
+def test_the_final_status_and_counts_come_from_the_log(final: str, code: int) -> None:
+    r = report()
+    log = [
+        "I: Received C-GET Response (Pending)",
+        f"I: Received C-GET Response ({final})",
+        "I:   Number of Completed Suboperations : 2",
+        "I:   Number of Failed Suboperations    : 1",
+        "I:   Number of Warning Suboperations   : 0",
+    ]
+    getscu._finish(r, log, 0, PEER)
+    assert (r.status, r.completed, r.failures, r.warnings) == (code, 2, 1, 0)
+    assert ("final status" in r.error) == (code != 0)
+
+
+def test_no_final_status_is_an_error_and_rejection_and_refusal_are_raised() -> None:
+    r = report()
+    getscu._finish(r, ["E: Association Aborted"], 1, PEER)
+    assert r.status is None
+    assert "Association Aborted" in r.error
+    with pytest.raises(AssociationRejected, match="rejected"):
+        getscu._finish(
+            report(), ["E: Association Rejected: Called AE Title Not Recognized"], 1, PEER
+        )
+    refused = [
+        "E: Association Request Failed: 0006:031b",
+        "E: TCP Initialization Error: Connection refused",
+    ]
+    with pytest.raises(TransportError, match="cannot reach PACS 'main'"):
+        getscu._finish(report(), refused, 1, PEER)
+
+
+def test_the_engine_is_checked_when_the_pacs_is_configured() -> None:
+    with pytest.raises(ConfigError, match="engine"):
+        Pacs("main", PacsSettings(engine="fast"))
+    with pytest.raises(ConfigError, match="C-GET only"):
+        Pacs("main", PacsSettings(engine="dcmtk", method="c-move"))
+    assert Pacs("main", PacsSettings(engine="DCMTK")).engine == "dcmtk"
+
+
+def test_a_missing_getscu_names_its_package() -> None:
+    with pytest.raises(ConfigError, match="Debian package dcmtk"):
+        getscu.binary("getscu-that-does-not-exist")
