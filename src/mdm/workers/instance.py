@@ -39,6 +39,7 @@ from mdm.errors import ChecksumMismatch, ConfigError, MDMError
 from mdm.keystore import KeyStore
 from mdm.settings import Settings
 from mdm.workers import cache
+from mdm.workers.header import HeaderMemo, header_json
 from mdm.workers.recipe import RecipeStore, Scratch, first_encryption, replay
 
 logger = logging.getLogger(__name__)
@@ -122,16 +123,6 @@ def encode(ds: Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
-
-
-def header_json(ds: Dataset) -> dict[str, Any]:
-    """The de-identified header as DICOM JSON, without pixel data or other bulk data."""
-    data = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _e: "")
-    return {
-        tag: el
-        for tag, el in data.items()
-        if not tag.startswith("7FE0") and "BulkDataURI" not in el and "InlineBinary" not in el
-    }
 
 
 def service_caller(settings: Settings) -> Caller:
@@ -230,6 +221,7 @@ class InstanceProcessor:
         self.recipes = recipes
         self.cache_root = cache_root
         self.timings = timings
+        self.headers = HeaderMemo()
         # One KeyStore per pool thread: a KeyStore runs at most 2n server calls at a time,
         # i.e. two registrations, and registrations are latency-bound (fsync on 5 servers).
         self._local = threading.local()
@@ -324,7 +316,9 @@ class InstanceProcessor:
             self.timings.add("write", t1)
             if (w.sha256, w.adler32) not in ((None, None), (sums["sha256"], sums["adler32"])):
                 raise ChecksumMismatch("the checksums differ from the registered ones")
-            return Outcome(w, None, len(blob), sums, recipe.key_id, header_json(anon.dataset))
+            return Outcome(
+                w, None, len(blob), sums, recipe.key_id, header_json(anon.dataset, self.headers)
+            )
         except MDMError as exc:
             return Outcome(w, f"{type(exc).__name__}: {exc.message}")
         except Exception as exc:  # a parse error deep in pydicom: this instance only

@@ -98,6 +98,17 @@ class BatchResult:
         return self.completed + self.failed
 
 
+@dataclass
+class Processed:
+    """A batch processed but not yet recorded (``RecallWorker.process_next``): the outcomes,
+    whether files were written (to flush), and the heartbeat keeping its claims."""
+
+    outcomes: list[Outcome]
+    written: bool
+    stop: threading.Event
+    beat: threading.Thread
+
+
 class RecallWorker:
     """Processes the staging queue; see the module docstring. Close it (or use ``with``)."""
 
@@ -163,7 +174,14 @@ class RecallWorker:
     # -- one batch -------------------------------------------------------------------------
 
     def run_once(self) -> BatchResult:
-        """Claim and process one batch (one series); an empty result when nothing is queued."""
+        """Claim, process and record one batch (one series); empty when nothing is queued."""
+        batch = self.process_next()
+        return self.record(batch) if batch is not None else BatchResult()
+
+    def process_next(self) -> Processed | None:
+        """Claim one batch and do everything but recording it (``record``); None when nothing
+        is queued. ``run`` records a batch in the background while it processes the next one:
+        the flush and the catalog transaction then no longer leave the cores idle."""
         with self.dbs.catalog.session(write=True) as s:
             claimed = staging.claim(
                 s,
@@ -175,17 +193,35 @@ class RecallWorker:
             )
             rows = [(f.id, f.path) for f in claimed]
         if not rows:
-            return BatchResult()
+            return None
         stop = threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=([i for i, _ in rows], stop), daemon=True
         )
         beat.start()
         try:
-            return self._batch(rows)
-        finally:
+            outcomes, written = self._batch(rows)
+        except BaseException:
             stop.set()
             beat.join()
+            raise
+        return Processed(outcomes, written, stop, beat)
+
+    def record(self, batch: Processed) -> BatchResult:
+        """Flush the batch's files (once) and record every outcome in one transaction; the
+        claims are kept alive (heartbeat) until then."""
+        result = BatchResult()
+        try:
+            t0 = time.perf_counter()
+            if batch.written:
+                os.sync()  # one flush for the batch: files and recipes are durable before ONLINE
+            t0 = self.timings.add("sync", t0)
+            self._finish(batch.outcomes, result)
+            self.timings.add("record", t0)
+        finally:
+            batch.stop.set()
+            batch.beat.join()
+        return result
 
     def _heartbeat(self, file_ids: list[int], stop: threading.Event) -> None:
         while not stop.wait(max(self.lease / 3, 0.5)):
@@ -196,10 +232,10 @@ class RecallWorker:
             except MDMError as exc:
                 logger.warning("could not renew the staging lease: %s", exc.message)
 
-    def _batch(self, rows: list[tuple[int, str]]) -> BatchResult:
+    def _batch(self, rows: list[tuple[int, str]]) -> tuple[list[Outcome], bool]:
+        """The outcome of every file of the batch, and whether any file was written."""
         works: dict[str, Work] = {}
-        online: list[Work] = []
-        result = BatchResult()
+        outcomes: list[Outcome] = []
         seen: dict[str, Work] = {}
         with self.dbs.catalog.session() as s:
             stmt = select(Entry).where(Entry.path.in_({lfn for _, lfn in rows}))
@@ -211,7 +247,7 @@ class RecallWorker:
                 entry = entries.get(lfn)
                 if entry is None:
                     lost = Work([file_id], lfn, "", "", None, None, None)
-                    self._finish([Outcome(lost, "the file is no longer in the catalog")], result)
+                    outcomes.append(Outcome(lost, "the file is no longer in the catalog"))
                     continue
                 names = [
                     r.se[len(PACS_REPLICA) :]
@@ -236,20 +272,12 @@ class RecallWorker:
                     and entry.size is not None
                     and cache.present(self.cache_root, lfn, entry.size)
                 ):
-                    online.append(works.pop(lfn))  # still in the cache: only renew its pin
+                    w = works.pop(lfn)  # still in the cache: only renew its pin
+                    sums = {"adler32": w.adler32 or "", "sha256": w.sha256 or ""}
+                    outcomes.append(Outcome(w, None, w.size or 0, sums))
             acl = _key_acl(s, next(iter(works))) if works else {}
-        if online:
-            self._finish(
-                [
-                    Outcome(
-                        w, None, w.size or 0, {"adler32": w.adler32 or "", "sha256": w.sha256 or ""}
-                    )
-                    for w in online
-                ],
-                result,
-            )
         if not works:
-            return result
+            return outcomes, False
         parts = {lfn: access.split_path(lfn) for lfn in works}
         study, series = next(iter(parts.values()))[:2]
         try:
@@ -262,18 +290,19 @@ class RecallWorker:
                     reason="recall",
                 )
         except MDMError as exc:
-            self._finish(
-                [Outcome(w, f"identity vault: {exc.message}") for w in works.values()], result
-            )
-            return result
+            outcomes += [Outcome(w, f"identity vault: {exc.message}") for w in works.values()]
+            return outcomes, False
         for lfn, w in works.items():
             w.original_sop = originals[parts[lfn][2]]
         by_pacs: dict[str, list[Work]] = {}
         for w in works.values():
             by_pacs.setdefault(w.pacs, []).append(w)
+        written = False
         for name, group in by_pacs.items():
-            self._recall(name, originals[study], originals[series], group, acl, result)
-        return result
+            done = self._recall(name, originals[study], originals[series], group, acl)
+            written = written or any(o.reason is None for o in done)
+            outcomes += done
+        return outcomes, written
 
     def _recall(
         self,
@@ -282,16 +311,14 @@ class RecallWorker:
         series: str,
         group: list[Work],
         acl: Mapping[str, list[str]],
-        result: BatchResult,
-    ) -> None:
+    ) -> list[Outcome]:
         if not name:
-            self._finish([Outcome(w, "no PACS is recorded for this file") for w in group], result)
-            return
+            return [Outcome(w, "no PACS is recorded for this file") for w in group]
         by_sop = {w.original_sop: w for w in group}
         futures: dict[str, Future[Outcome]] = {}
         keys = self.processor.prepare_keys(group, acl)  # registered while the PACS sends
         try:
-            self._retrieve_and_process(name, study, series, by_sop, keys, acl, futures, result)
+            return self._retrieve_and_process(name, study, series, by_sop, keys, acl, futures)
         finally:
             wait(futures.values())
             unused = keys.discard_unused()
@@ -309,8 +336,7 @@ class RecallWorker:
         keys: KeyBatch,
         acl: Mapping[str, list[str]],
         futures: dict[str, Future[Outcome]],
-        result: BatchResult,
-    ) -> None:
+    ) -> list[Outcome]:
         problem = ""
         reports = []
         try:
@@ -350,13 +376,7 @@ class RecallWorker:
             if uid not in futures:
                 why = failed.get(uid) or problem or f"PACS {name!r} did not deliver it"
                 outcomes.append(Outcome(w, why))
-        t0 = time.perf_counter()
-        if any(o.reason is None for o in outcomes):
-            os.sync()  # one flush for the batch: files and recipes are durable before ONLINE
-        self.timings.add("sync", t0)
-        t0 = time.perf_counter()
-        self._finish(outcomes, result)
-        self.timings.add("record", t0)
+        return outcomes
 
     # -- one instance (thread pool) -------------------------------------------------------
 
@@ -455,23 +475,38 @@ def run(
     """Process the queue until *stop_event* is set (or, with *once*, until it is empty)."""
     stop = stop_event or threading.Event()
     total = BatchResult()
-    with RecallWorker(settings, threads=threads) as w:
+
+    def settle(recording: Future[BatchResult]) -> None:
+        r = recording.result()
+        total.completed += r.completed
+        total.failed += r.failed
+        if r.files and on_batch is not None:
+            on_batch(r)
+
+    with (
+        RecallWorker(settings, threads=threads) as w,
+        ThreadPoolExecutor(1, thread_name_prefix="mdm-recall-record") as recorder,
+    ):
         if on_ready is not None:
             on_ready(w.worker_id)
         last_sweep = 0.0
+        recording: Future[BatchResult] | None = None
         while not stop.is_set():
-            r = w.run_once()
-            total.completed += r.completed
-            total.failed += r.failed
-            if r.files and on_batch is not None:
-                on_batch(r)
-            if not r.files and once:
+            batch = w.process_next()
+            if recording is not None:  # at most one batch waits to be recorded
+                settle(recording)
+                recording = None
+            if batch is not None:
+                recording = recorder.submit(w.record, batch)
+            elif once:
                 w.sweep()
                 break
             if time.monotonic() - last_sweep > max(idle * 5, SWEEP_PERIOD):
                 w.sweep()
                 last_sweep = time.monotonic()
-            if not r.files:
+            if batch is None:
                 stop.wait(idle)
+        if recording is not None:
+            settle(recording)
         total.timings = dict(w.timings.totals)
     return total

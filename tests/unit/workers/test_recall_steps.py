@@ -11,14 +11,14 @@ import pytest
 from pydicom import dcmread
 
 from mdm.dicom.anonymize import Anonymizer
-from mdm.dicom.corpus import CorpusSpec, generate
+from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
 from mdm.errors import ConfigError
 from mdm.settings import Settings
+from mdm.workers.header import HeaderMemo, header_json
 from mdm.workers.instance import (
     IMPLEMENTATION_CLASS_UID,
     anonymizer_from,
     encode,
-    header_json,
     read_secret,
 )
 
@@ -79,3 +79,45 @@ def test_the_encoded_bytes_do_not_depend_on_who_received_the_instance() -> None:
     assert written.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
     assert "SourceApplicationEntityTitle" not in written.file_meta
     assert written.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+
+
+def _headers_both_ways(path: str, memo: HeaderMemo) -> tuple[object, object]:
+    results = []
+    for use in (None, memo):
+        try:
+            results.append(header_json(dcmread(path), use))
+        except Exception as exc:  # an invalid file: both ways must refuse it alike
+            results.append(type(exc))
+    return results[0], results[1]
+
+
+def test_the_header_memo_gives_exactly_what_pydicom_gives() -> None:
+    """On pydicom's own test files (character sets, implicit VR, big endian, sequences,
+    private tags) and twice over each, so the second pass answers from the memo."""
+    from pydicom.data import DATA_ROOT  # the files shipped with pydicom (no download)
+
+    memo = HeaderMemo()
+    found = sorted(Path(DATA_ROOT, "test_files").glob("*.dcm"))
+    paths = [str(p) for p in found if p.stat().st_size < 300_000 and "deflate" not in p.name]
+    assert len(paths) > 50
+    compared = 0
+    for _ in range(2):
+        for path in paths:
+            plain, memoized = _headers_both_ways(path, memo)
+            assert plain == memoized, path
+            compared += isinstance(plain, dict)
+    assert compared > 100
+    assert len(memo._memo) > 1000, "raw elements were remembered"
+
+
+def test_the_header_memo_serves_a_series_from_memory() -> None:
+    rows = list(generate(CorpusSpec(patients=1, series_per_study=1, instances_per_series=4)))
+    memo = HeaderMemo()
+    received = [dcmread(io.BytesIO(to_bytes(ds))) for _, ds in rows]  # raw, as from a PACS
+    anonymized = [Anonymizer(secret=SECRET).anonymize(ds).dataset for ds in received]
+    first = header_json(anonymized[0], memo)
+    size = len(memo._memo)
+    for ds in anonymized[1:]:
+        assert header_json(ds, memo) == header_json(copy.deepcopy(ds))
+    assert first
+    assert len(memo._memo) < size * 2, "the other instances mostly hit the memo"

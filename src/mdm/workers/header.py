@@ -1,0 +1,86 @@
+"""The de-identified header of a recalled instance, as DICOM JSON for the metadata catalog.
+
+``header_json`` is pydicom's ``Dataset.to_json_dict`` without pixel data and other bulk data
+(the catalog keeps attributes, the storage element keeps the bytes). It was a fifth of the
+recall worker's CPU (py-spy, ``bench/recall.py``): pydicom converts every element, and the
+instances of one series repeat most of theirs (equipment, geometry, protocol...). So
+``HeaderMemo`` remembers the JSON of the elements it converts *while they are still raw*
+(untouched by the anonymizer, exactly the bytes the PACS sent), keyed by everything the
+conversion depends on: the dataset's encoding and character set, the tag, the VR and the
+value bytes. Elements the anonymizer replaced (UIDs, shifted dates, pseudonyms) are converted
+each time. The result is the same dictionary pydicom gives (tested on the corpus and on
+pydicom's own test files).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+
+#: Values larger than this are bulk data (not kept in the catalog), as in DICOMweb.
+BULK = 4096
+_DROP = ("BulkDataURI", "InlineBinary")
+
+
+def _no_bulk(_element: object) -> str:
+    return ""  # the element is dropped below; only its presence matters
+
+
+def header_json(ds: Dataset, memo: HeaderMemo | None = None) -> dict[str, Any]:
+    """The de-identified header as DICOM JSON, without pixel data or other bulk data."""
+    if memo is not None:
+        return memo.convert(ds)
+    data = ds.to_json_dict(bulk_data_threshold=BULK, bulk_data_element_handler=_no_bulk)
+    return {t: e for t, e in data.items() if not t.startswith("7FE0") and _kept(e)}
+
+
+def _kept(element: dict[str, Any]) -> bool:
+    return not any(k in element for k in _DROP)
+
+
+class HeaderMemo:
+    """``header_json`` remembering the JSON of raw elements (see the module docstring).
+
+    Thread-safe (dictionary operations only). At most *limit* entries: when full it starts
+    afresh, which costs one conversion per element again, never a wrong answer.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._memo: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def convert(self, ds: Dataset) -> dict[str, Any]:
+        encoding = (ds.original_encoding, repr(ds.get("SpecificCharacterSet")))
+        out: dict[str, Any] = {}
+        for tag in tuple(ds.keys()):  # iterating a Dataset would convert every element
+            if tag.group == 0x7FE0:
+                continue
+            raw = ds.get_item(tag)
+            key = None
+            if (
+                isinstance(raw, RawDataElement)
+                and raw.length <= BULK
+                and isinstance(raw.value, bytes)
+                and (raw.VR is not None or not tag.is_private)  # private VR: from its creator
+            ):
+                key = (encoding, tag, raw.VR, raw.value)
+                hit = self._memo.get(key)
+                if hit is not None:
+                    out[f"{tag:08X}"] = hit
+                    continue
+            element = ds[tag].to_json_dict(
+                bulk_data_element_handler=_no_bulk, bulk_data_threshold=BULK
+            )
+            if not _kept(element):
+                continue
+            out[f"{tag:08X}"] = element
+            if key is not None:
+                with self._lock:
+                    if len(self._memo) >= self._limit:
+                        self._memo.clear()
+                    self._memo[key] = element
+        return out
