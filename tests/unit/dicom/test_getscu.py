@@ -102,3 +102,18 @@ def test_the_engine_is_checked_when_the_pacs_is_configured() -> None:
 def test_a_missing_getscu_names_its_package() -> None:
     with pytest.raises(ConfigError, match="Debian package dcmtk"):
         getscu.binary("getscu-that-does-not-exist")
+
+
+def test_the_file_meta_uids_are_read_from_the_bytes_as_pydicom_reads_them(tmp_path: Path) -> None:
+    from pydicom.filereader import read_file_meta_info
+
+    for row, ds in ROWS:
+        path = tmp_path / "f.dcm"
+        path.write_bytes(to_bytes(ds))
+        meta = read_file_meta_info(path)
+        uids = getscu.file_meta_uids(path.read_bytes())
+        assert uids[0x0002] == meta.MediaStorageSOPClassUID
+        assert uids[0x0003] == meta.MediaStorageSOPInstanceUID == row.sop_instance_uid
+        assert uids[0x0010] == meta.TransferSyntaxUID
+    assert getscu.file_meta_uids(b"\0" * 132) == {}
+    assert getscu.file_meta_uids(b"\0" * 128 + b"DICM" + b"\x02\x00\x10") == {}, "truncated"
