@@ -6,6 +6,9 @@ to know MDM's storage SCP as a destination, see docs/pacs.md) and up to ``max_as
 associations in parallel, each working through the requests one after the other and keeping
 its association open between them. An association that ended abnormally is aborted and a
 fresh one opened for the next request (re-using it would block for the DIMSE timeout).
+
+``iter_retrieve`` gives the same retrieval as a stream of instances; its iterator,
+``Retrieval``, lives in ``mdm.dicom.retrieval_stream`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from mdm.dicom.query import (
     SeriesRecord,
     StudyRecord,
 )
+from mdm.dicom.retrieval_stream import Retrieval
 from mdm.dicom.retrieve import GetSession, RetrieveReport, RetrieveRequest
-from mdm.dicom.scp import ReceivedInstance, Sink, StorageReceiver
+from mdm.dicom.scp import Sink, StorageReceiver
 from mdm.dicom.scu import (
     PATIENT_ROOT_FIND,
     STUDY_ROOT_FIND,
@@ -46,8 +50,11 @@ from mdm.dicom.scu import (
     open_association,
     status_of,
 )
-from mdm.errors import ConfigError, DicomError, DimseFailure, MDMError
+from mdm.errors import ConfigError, DimseFailure, MDMError
 from mdm.settings import DicomSettings, PacsSettings, Settings
+
+#: ``Retrieval`` is re-exported: it is the type ``Pacs.iter_retrieve`` returns.
+__all__ = ["ENGINES", "METHODS", "Pacs", "Retrieval"]
 
 METHODS = ("c-get", "c-move")
 ENGINES = ("pynetdicom", "dcmtk")
@@ -361,57 +368,3 @@ class Pacs:
     def iter_retrieve(self, requests: Sequence[RetrieveRequest], *, buffer: int = 32) -> Retrieval:
         """Retrieval as an iterator of ``ReceivedInstance`` (a bounded queue in between)."""
         return Retrieval(self, requests, buffer)
-
-
-_END = object()
-
-
-class Retrieval:
-    """Iterate over the instances of a retrieval running in a background thread.
-
-    At most *buffer* instances wait in memory; when the consumer is slower, the PACS is
-    throttled through the sink. ``reports`` is filled once the iteration is exhausted. Leaving
-    the loop early cancels the rest: further instances are refused (the PACS sees 0xA700).
-    """
-
-    def __init__(self, pacs: Pacs, requests: Sequence[RetrieveRequest], buffer: int) -> None:
-        self.pacs = pacs
-        self.requests = list(requests)
-        self.buffer = buffer
-        self.reports: list[RetrieveReport] = []
-
-    def __iter__(self) -> Iterator[ReceivedInstance]:
-        items: queue.Queue[object] = queue.Queue(self.buffer)
-        cancelled = threading.Event()
-        failure: list[BaseException] = []
-
-        def sink(instance: ReceivedInstance) -> None:
-            while not cancelled.is_set():
-                try:
-                    items.put(instance, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-            raise DicomError("the consumer stopped reading this retrieval")
-
-        def produce() -> None:
-            try:
-                self.reports = self.pacs.retrieve(self.requests, sink, cancel=cancelled)
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                items.put(_END)
-
-        thread = threading.Thread(target=produce, name="mdm-retrieval", daemon=True)
-        thread.start()
-        try:
-            while (item := items.get()) is not _END:
-                yield item  # type: ignore[misc]
-        finally:
-            cancelled.set()
-            while thread.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    items.get(timeout=0.1)
-            thread.join()
-        if failure:
-            raise failure[0]
