@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,6 +73,10 @@ __all__ = [
 #: Seconds between evictions of expired cache copies by a running worker (at least; pins last
 #: minutes to hours, and a sweep walks the whole cache).
 SWEEP_PERIOD = 10.0
+#: Batches a running worker lets wait for their flush and recording while it processes the
+#: next ones. The flush (``os.sync``) takes as long as the disk needs to take the batch's
+#: ~15 MB; waiting for it before the next batch idled the cores (bench/recall.py: docs/recall.md).
+RECORDING_BEHIND = 2
 
 
 @dataclass
@@ -311,14 +316,13 @@ def run(
         if on_ready is not None:
             on_ready(w.worker_id)
         last_sweep = 0.0
-        recording: Future[BatchResult] | None = None
+        recording: deque[Future[BatchResult]] = deque()
         while not stop.is_set():
             batch = w.process_next()
-            if recording is not None:  # at most one batch waits to be recorded
-                settle(recording)
-                recording = None
+            while recording and (batch is None or len(recording) >= RECORDING_BEHIND):
+                settle(recording.popleft())
             if batch is not None:
-                recording = recorder.submit(w.record, batch)
+                recording.append(recorder.submit(w.record, batch))
             elif once:
                 w.sweep()
                 break
@@ -327,7 +331,7 @@ def run(
                 last_sweep = time.monotonic()
             if batch is None:
                 stop.wait(idle)
-        if recording is not None:
-            settle(recording)
+        while recording:
+            settle(recording.popleft())
         total.timings = dict(w.timings.totals)
     return total
