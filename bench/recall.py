@@ -66,12 +66,13 @@ from mdm.workers.registrar import Registrar  # noqa: E402
 
 
 def cpu_of(pids: list[int]) -> float:
-    """CPU seconds (user + system) used so far by the processes *pids* (from /proc)."""
+    """CPU seconds (user + system) used so far by the processes *pids* and their finished
+    children (the workers' getscu processes), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime (14-17)
     return total / tick
 
 
