@@ -307,12 +307,29 @@ def fill_replica(
     reason: str | None,
     info: FileInfo,
 ) -> None:
-    """Set a replica's fields the one way: a pin only when ONLINE, a reason only when FAILED."""
-    replica.url, replica.state = url, state
-    replica.pinned_until = pinned_until if state is ReplicaState.ONLINE else None
-    replica.reason = reason if state is ReplicaState.FAILED else None
-    replica.size, replica.adler32, replica.sha256 = info.size, info.adler32, info.sha256
-    replica.modified = utcnow()
+    """Set a replica's fields the one way (``replica_fields``)."""
+    for name, value in replica_fields(url, state, pinned_until, reason, info).items():
+        setattr(replica, name, value)
+
+
+def replica_fields(
+    url: str,
+    state: ReplicaState,
+    pinned_until: dt.datetime | None,
+    reason: str | None,
+    info: FileInfo,
+) -> dict[str, Any]:
+    """A replica's fields the one way: a pin only when ONLINE, a reason only when FAILED."""
+    return {
+        "url": url,
+        "state": state,
+        "pinned_until": pinned_until if state is ReplicaState.ONLINE else None,
+        "reason": reason if state is ReplicaState.FAILED else None,
+        "size": info.size,
+        "adler32": info.adler32,
+        "sha256": info.sha256,
+        "modified": utcnow(),
+    }
 
 
 def remove_replica(session: Session, caller: Caller, path: str, se: str) -> None:
