@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -29,15 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ImplicitVRLittleEndian,
-)
 
 from mdm.acl import Identity
 from mdm.catalog.access import Caller
@@ -48,6 +38,7 @@ from mdm.keystore import KeyStore
 from mdm.settings import Settings
 from mdm.workers import cache
 from mdm.workers.header import HeaderMemo, header_json
+from mdm.workers.part10 import encode
 from mdm.workers.recipe import RecipeStore, Scratch, first_encryption, replay
 
 logger = logging.getLogger(__name__)
@@ -100,77 +91,6 @@ def anonymizer_from(settings: Settings) -> Anonymizer:
         raise ConfigError("the recall worker needs anonymize.secret_file", key="secret_file")
     options = Options.from_names(cfg.options, cfg.allow_burned_in_sop_classes)
     return Anonymizer(options, secret=read_secret(cfg.secret_file))
-
-
-#: Who wrote the anonymized files (PS3.10 7.1): MDM, as a UUID-derived UID (PS3.5 B.2).
-IMPLEMENTATION_CLASS_UID = "2.25.327031575530656635365885800493619514913"
-#: Fixed, not the package version: a new value changes every file's bytes, i.e. every file
-#: would be a new version at its next recall (docs/recall.md).
-IMPLEMENTATION_VERSION_NAME = "MDM_1"
-
-
-def encode(ds: Dataset) -> bytes:
-    """The anonymized instance as a Part 10 file (zeroed preamble), deterministic bytes.
-
-    The file meta is MDM's own, rebuilt here: what the receiver put there (pynetdicom's or
-    dcmtk's implementation UID and version, the sending AE title) depends on the transport and
-    its version, and a re-recall must produce the same bytes whatever received the instance.
-    Its six elements are written directly and the dataset by pydicom's ``write_dataset``:
-    ``dcmwrite`` around it (copying, validating and re-encoding the meta) cost 40 % of the
-    encoding. The bytes are the same as ``encode_with_dcmwrite`` (tested); a deflated
-    transfer syntax, which needs compressing, goes through that one.
-    """
-    received = getattr(ds, "file_meta", None)
-    syntax = getattr(received, "TransferSyntaxUID", None) if received is not None else None
-    if syntax is None:
-        raise ValueError("the instance has no transfer syntax in its file meta")
-    if syntax == DeflatedExplicitVRLittleEndian:
-        return encode_with_dcmwrite(ds, syntax)
-    out = DicomBytesIO()
-    out.write(_meta_bytes(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(syntax)))
-    out.is_little_endian = syntax != ExplicitVRBigEndian
-    out.is_implicit_VR = syntax == ImplicitVRLittleEndian
-    write_dataset(out, ds)
-    return out.getvalue()
-
-
-def encode_with_dcmwrite(ds: Dataset, syntax: str) -> bytes:
-    """``encode`` through pydicom's ``dcmwrite`` (the reference ``encode`` is tested against)."""
-    ds.preamble = b"\x00" * 128
-    meta = ds.file_meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = UID(syntax)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def _meta_bytes(sop_class: str, sop_instance: str, syntax: str) -> bytes:
-    """Preamble, ``DICM`` and the file meta group, explicit VR little endian (PS3.10 7.1)."""
-
-    def element(number: int, vr: bytes, value: bytes) -> bytes:
-        if len(value) % 2:
-            value += b" " if vr == b"SH" else b"\0"
-        if vr == b"OB":
-            return struct.pack("<HH2s2xI", 2, number, vr, len(value)) + value
-        return struct.pack("<HH2sH", 2, number, vr, len(value)) + value
-
-    group = b"".join(
-        (
-            element(0x0001, b"OB", b"\x00\x01"),
-            element(0x0002, b"UI", sop_class.encode("ascii")),
-            element(0x0003, b"UI", sop_instance.encode("ascii")),
-            element(0x0010, b"UI", syntax.encode("ascii")),
-            element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-            element(0x0013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii")),
-        )
-    )
-    length = struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(group))
-    return b"\x00" * 128 + b"DICM" + length + group
 
 
 def service_caller(settings: Settings) -> Caller:

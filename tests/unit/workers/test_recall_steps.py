@@ -19,11 +19,10 @@ from mdm.errors import ConfigError
 from mdm.settings import Settings
 from mdm.workers.header import HeaderMemo, header_json
 from mdm.workers.instance import (
-    IMPLEMENTATION_CLASS_UID,
     anonymizer_from,
-    encode,
     read_secret,
 )
+from mdm.workers.part10 import IMPLEMENTATION_CLASS_UID, encode
 
 SECRET = b"unit-test-site-secret-0123456789"
 
@@ -131,7 +130,7 @@ def test_encode_gives_the_bytes_dcmwrite_gives_in_every_transfer_syntax() -> Non
     and explicit VR, encapsulated pixel data; odd-length UIDs get their padding."""
     from pydicom.data import DATA_ROOT
 
-    from mdm.workers.instance import encode_with_dcmwrite
+    from mdm.workers.part10 import encode_with_dcmwrite
 
     found = sorted(Path(DATA_ROOT, "test_files").glob("*.dcm"))
     syntaxes = set()
