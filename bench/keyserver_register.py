@@ -46,7 +46,6 @@ from pathlib import Path
 
 import httpx
 
-from mdm.keyserver.masterkey import MasterKey
 from mdm.keystore import KeyStore, new_key
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.tls import client_ssl_context
@@ -54,8 +53,7 @@ from mdm.settings import KeyStoreSettings, TlsSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.helpers.ports import free_port  # noqa: E402
-from tests.helpers.procs import wait_for_port  # noqa: E402
+from bench.keystore import start_servers  # noqa: E402
 
 N, K = 5, 3
 BATCH = 64  # keys per register_many call: a recall worker's batch (one series)
@@ -117,50 +115,13 @@ def measure(
     return Row(name, calls * BATCH, wall, (u1 - u0) + (k1 - k0), k1 - k0, c1 - c0)
 
 
-def start_servers(
-    root: Path, ca: CertificateAuthority
-) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
-    host = ca.issue_host("localhost")
-    procs, ports = [], []
-    for slot in range(1, N + 1):
-        d = root / f"ks{slot}"
-        d.mkdir()
-        MasterKey.create(d / "master.key")
-        port = free_port()
-        ports.append(port)
-        (d / "mdm.toml").write_text(
-            f'[tls]\ncert = "{host.cert}"\nkey = "{host.key}"\nca_dir = "{ca.trust_dir}"\n'
-            f"[keyserver]\nindex = {slot}\nport = {port}\nrate_limit_per_minute = 1000000\n"
-            f'database_url = "sqlite:///{d / "keys.db"}"\nmaster_key_file = "master.key"\n'
-            f'creator_dns = ["{USER_DN}"]\n'
-        )
-        with (d / "server.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mdm",
-                        "--settings",
-                        str(d / "mdm.toml"),
-                        "serve",
-                        "keyserver",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    for proc, port in zip(procs, ports, strict=True):
-        wait_for_port(port, timeout=60, proc=proc)
-    return procs, ports
-
-
 def run(calls: int, threads: int, profile: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="mdm-bench-ksreg-") as tmp:
         root = Path(tmp)
         ca = CertificateAuthority.create(root / "ca")
         user = ca.issue_user("Bench User", o="Bench")
-        procs, ports = start_servers(root, ca)
+        servers, ports = start_servers(root, ca, USER_DN)
+        procs = list(servers.values())
         pids = [p.pid for p in procs]
         try:
             tls = TlsSettings(cert=user.cert, key=user.key, ca_dir=ca.trust_dir)

@@ -15,7 +15,7 @@ throw-away test CA, SQLite WAL, state changes fsynced), then measures with one c
 
 Ratios are against the plain GET measured in the same run. Usage::
 
-    .venv/bin/python bench/keystore.py [--n-ops 300] [--nodelay]
+    .venv/bin/python bench/keystore.py [--n-ops 300]
 """
 
 from __future__ import annotations
@@ -69,26 +69,14 @@ def threaded(fn: Callable[[int], object], n: int, threads: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-# What-if launcher for --nodelay: the listening socket made with proto=IPPROTO_TCP, so that
-# asyncio sets TCP_NODELAY on accepted connections (it checks sock.proto; a socket made with
-# proto 0 gets Nagle, and each response then waits ~40 ms for the client's delayed ACK).
-_NODELAY_LAUNCHER = (
-    "import socket, sys\n"
-    "class _TcpSocket(socket.socket):\n"
-    "    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):\n"
-    "        if fileno is None and type == socket.SOCK_STREAM and proto in (-1, 0):\n"
-    "            proto = socket.IPPROTO_TCP\n"
-    "        super().__init__(family, type, proto, fileno)\n"
-    "socket.socket = _TcpSocket\n"
-    "from mdm.cli import main\n"
-    "sys.argv[0] = 'mdm'\n"
-    "main()\n"
-)
+#: The bench user, made a key-server creator (it registers keys).
+BENCH_DN = "/DC=org/DC=mdmtest/O=Bench/CN=Bench User"
 
 
 def start_servers(
-    root: Path, ca: CertificateAuthority, nodelay: bool
+    root: Path, ca: CertificateAuthority, creator_dn: str = BENCH_DN
 ) -> tuple[dict[int, subprocess.Popen[bytes]], list[int]]:
+    """N key servers (``mdm serve keyserver``, SQLite, mTLS) under *root*, ready."""
     host = ca.issue_host("localhost")
     procs, ports = {}, []
     for slot in range(1, N + 1):
@@ -101,13 +89,14 @@ def start_servers(
             f'[tls]\ncert = "{host.cert}"\nkey = "{host.key}"\nca_dir = "{ca.trust_dir}"\n'
             f"[keyserver]\nindex = {slot}\nport = {port}\nrate_limit_per_minute = 1000000\n"
             f'database_url = "sqlite:///{d / "keys.db"}"\nmaster_key_file = "master.key"\n'
-            f'creator_dns = ["/DC=org/DC=mdmtest/O=Bench/CN=Bench User"]\n'
+            f'creator_dns = ["{creator_dn}"]\n'
         )
         log = (d / "server.log").open("wb")
         procs[slot] = subprocess.Popen(
             [
                 sys.executable,
-                *(["-c", _NODELAY_LAUNCHER] if nodelay else ["-m", "mdm"]),
+                "-m",
+                "mdm",
                 "--settings",
                 str(d / "mdm.toml"),
                 "serve",
@@ -121,12 +110,12 @@ def start_servers(
     return procs, ports
 
 
-def run(n_ops: int, nodelay: bool) -> None:
+def run(n_ops: int) -> None:
     with tempfile.TemporaryDirectory(prefix="mdm-bench-ks-") as tmp:
         root = Path(tmp)
         ca = CertificateAuthority.create(root / "ca")
         user = ca.issue_user("Bench User", o="Bench")
-        procs, ports = start_servers(root, ca, nodelay)
+        procs, ports = start_servers(root, ca)
         try:
             tls = TlsSettings(cert=user.cert, key=user.key, ca_dir=ca.trust_dir)
             urls = tuple(f"https://localhost:{p}" for p in ports)
@@ -179,10 +168,9 @@ def run(n_ops: int, nodelay: bool) -> None:
                 if label == "all 5 up":
                     procs[5].kill()
                     procs[5].wait()
-            how = "servers with TCP_NODELAY (what-if)" if nodelay else "servers as shipped"
             print(
                 f"\nkey store, n={N} k={K}, {n_ops} ops each, loopback, mTLS, SQLite WAL "
-                f"(state changes fsynced), {how}"
+                "(state changes fsynced)"
             )
             print(f"{'operation':40} {'p50 ms':>8} {'p99 ms':>8} {'ops/s':>8} {'p50/GET':>8}")
             for name, lat, tput in rows:
@@ -203,10 +191,5 @@ def run(n_ops: int, nodelay: bool) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-ops", type=int, default=300)
-    ap.add_argument(
-        "--nodelay",
-        action="store_true",
-        help="what-if: start the servers with TCP_NODELAY on accepted sockets",
-    )
     args = ap.parse_args()
-    run(args.n_ops, args.nodelay)
+    run(args.n_ops)
