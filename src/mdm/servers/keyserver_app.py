@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import threading
 import time
@@ -34,12 +33,11 @@ from mdm.acl import Identity
 from mdm.errors import (
     MDMError,
     RateLimited,
-    RequestTooLarge,
     UsageError,
 )
 from mdm.keyserver import KeyService, RequestInfo, ShareUpload, open_service
 from mdm.keyserver.protocol import MAX_FETCH_KEYS, PROTOCOL, openapi_document
-from mdm.servers.http import EXCEPTION_HANDLERS, identity, require_identity
+from mdm.servers.http import EXCEPTION_HANDLERS, identity, read_json_object, require_identity
 from mdm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,23 +124,14 @@ class KeyServerApp:
     async def _json(
         self, request: Request, op: str, key_id: str = "", *, limit: int | None = None
     ) -> dict[str, Any]:
-        limit = limit or self.max_body
-        declared = request.headers.get("content-length")
+        """The JSON object of the request (servers.http.read_json_object, capped at *limit* or
+        ``keyserver.max_body``); a refusal is audited like every other one."""
         try:
-            if declared is not None and int(declared) > limit:
-                raise RequestTooLarge(f"request body over {limit} bytes")
-            body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise RequestTooLarge(f"request body over {limit} bytes")
-            data = json.loads(body or b"{}")
-            if not isinstance(data, dict):
-                raise UsageError("the request body must be a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            err = exc if isinstance(exc, MDMError) else UsageError("malformed JSON body")
-            await self._refuse(request, op, key_id, err)
-        return data
+            return await read_json_object(
+                request, limit=limit or self.max_body, empty_is_object=True
+            )
+        except MDMError as exc:
+            await self._refuse(request, op, key_id, exc)
 
     # -- endpoints ----------------------------------------------------------------------------
 

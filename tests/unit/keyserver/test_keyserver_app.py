@@ -256,3 +256,20 @@ def test_request_id_links_response_and_audit_record(cluster: Cluster) -> None:
     r = cluster.client(1, ALICE).put("/v1/keys/q1/share", json=upload("q1"))
     assert len(r.headers["x-request-id"]) == 32
     assert audit_rows(cluster)[-1].request_id == r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "must be a JSON object"), (b'{"a": NaN}', "")],
+)
+def test_a_malformed_body_is_a_400_and_audited(cluster: Cluster, body: bytes, detail: str) -> None:
+    before = len(audit_rows(cluster))
+    r = cluster.client(1, ALICE).put(
+        "/v1/keys/bad-body/share", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["type"] == "UsageError"
+    assert detail in r.json()["detail"]
+    rows = audit_rows(cluster)
+    assert len(rows) == before + 1
+    assert rows[-1].outcome == "rejected"
