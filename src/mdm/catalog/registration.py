@@ -42,23 +42,42 @@ class ReplicaSpec:
     def from_json(cls, data: Mapping[str, Any]) -> ReplicaSpec:
         try:
             pinned = data.get("pinned_until")
-            return cls(
-                se=str(data["se"]),
-                url=str(data["url"]),
+            until = dt.datetime.fromisoformat(pinned) if pinned else None
+            reason = data.get("reason")
+            spec = cls(
+                se=_text(data["se"], "se"),
+                url=_text(data["url"], "url"),
                 state=ReplicaState(str(data.get("state", "NEARLINE")).upper()),
-                pinned_until=dt.datetime.fromisoformat(pinned) if pinned else None,
-                reason=data.get("reason"),
+                pinned_until=until,
+                reason=None if reason is None else _text(reason, "reason"),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise UsageError(f"bad replica: {exc}") from exc
+        if until is not None and until.utcoffset() is None:
+            # A naive time would fail in the database (as a 500) or be read in local time.
+            raise UsageError("bad replica: pinned_until needs a UTC offset (e.g. +00:00)")
+        return spec
+
+
+def _text(value: Any, name: str) -> str:
+    """A JSON string, refused (not converted) when it is anything else."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string")
+    return value
 
 
 def file_info(data: Mapping[str, Any] | None) -> FileInfo:
+    """Size, checksums and key id of a registration (all optional); wrong JSON types are
+    refused here, for every caller, not only behind the HTTP layer."""
     data = data or {}
     size = data.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
         raise UsageError("file size must be an integer")
-    return FileInfo(size, data.get("adler32"), data.get("sha256"), data.get("key_id"))
+    fields = {name: data.get(name) for name in ("adler32", "sha256", "key_id")}
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"file {name} must be a string")
+    return FileInfo(size, fields["adler32"], fields["sha256"], fields["key_id"])
 
 
 @dataclass(frozen=True)
