@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -118,17 +119,25 @@ def recall(
     procs = [
         subprocess.Popen(
             [*cmd, "worker", "recall", "--threads", str(threads), "--poll", "0.05"],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(workers)
     ]
+    logs: list[list[str]] = [[] for _ in procs]
+    readers = [
+        threading.Thread(target=lambda p=p, log=log: log.extend(p.stderr), daemon=True)
+        for p, log in zip(procs, logs, strict=True)
+    ]  # drained all along: a full pipe would stall a worker that reports every batch
+    for reader in readers:
+        reader.start()
     try:
-        for p in procs:
-            assert p.stderr is not None
-            line = p.stderr.readline().decode()
-            if "ready" not in line:
-                raise SystemExit(f"a worker did not start: {line}{p.stderr.read().decode()}")
+        deadline = time.monotonic() + 120
+        while not all(any("ready" in line for line in log) for log in logs):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise SystemExit(f"a worker did not start: {logs}")
+            time.sleep(0.05)
         with dbs.catalog.session() as s:
             lfns = list(s.scalars(select(Entry.path).where(Entry.kind == EntryKind.FILE)))
         online_q = select(func.count(Replica.id)).where(
@@ -157,9 +166,10 @@ def recall(
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
-        for p in procs:
-            _out, err = p.communicate(timeout=60)
-            sys.stderr.write(err.decode()[-2000:])
+        for p, reader, log in zip(procs, readers, logs, strict=True):
+            p.wait(timeout=60)
+            reader.join(timeout=10)
+            sys.stderr.write("".join(line for line in log if not line.startswith("batch:")))
         dbs.dispose()
 
 
