@@ -6,8 +6,9 @@
    per-message AES-256-GCM key and base nonce. Used outside the format code it makes nonce
    reuse, missing commitment checks and unauthenticated truncation easy. Use the recipe API in
    :mod:`mdm.crypto` (``encrypt_stream``, ``decrypt_stream``, ``decrypt_range``,
-   ``RangeReader``) instead. It never encrypts: encryption is left to
-   ``cryptography.cobblestone`` so that MDM only ever *reads* with its own code.
+   ``RangeReader``) instead. It encrypts only for ``stream.encrypt_again`` (the recall's
+   replay of a recorded salt, which the library cannot be given); every first encryption is
+   left to ``cryptography.cobblestone``.
 
 Why it exists: ``cryptography`` 50 implements Cobblestone-256 streaming but not random access
 (pyca/cryptography PR #15322, ``decrypt_range``, is still open). Random access needs the same
@@ -58,6 +59,10 @@ class MessageKeys:
         if not 0 <= index < MAX_CHUNKS:
             raise ValueError(f"chunk index {index} outside 0..2^38-1")
         return (self.base_nonce ^ index).to_bytes(NONCE_LEN, "big")
+
+    def seal_chunk(self, index: int, plain: bytes | memoryview) -> bytes:
+        """Encrypt chunk *index* (only ``stream.encrypt_again`` may: see the module warning)."""
+        return self.aead.encrypt(self.nonce(index), plain, None)
 
     def open_chunk(self, index: int, sealed: bytes | memoryview) -> bytes:
         """Decrypt and authenticate chunk *index*; raises ``cryptography`` ``InvalidTag``."""

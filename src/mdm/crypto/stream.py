@@ -37,6 +37,7 @@ __all__ = [
     "ciphertext_length",
     "decrypt_file",
     "decrypt_stream",
+    "encrypt_again",
     "encrypt_file",
     "encrypt_into",
     "encrypt_stream",
@@ -162,6 +163,35 @@ def encrypt_into(
     if pos + len(final) != size:  # the library and the format document disagree: never ship it
         raise UsageError(f"encrypted {pos + len(final)} bytes where the format says {size}")
     return size
+
+
+def encrypt_again(
+    plaintext: bytes | memoryview, key: bytes, context: bytes, salt: bytes, out: memoryview
+) -> int:
+    """Rebuild, into *out*, the object an earlier encryption of *plaintext* produced under
+    *key* with header *context* and the library's random *salt*; return its length.
+
+    For re-recall only (docs/recall.md, "the recipe"): ``cryptography`` cannot be given a
+    salt, so the C2SP derivation is replayed here. Safe **only** for the very plaintext that
+    was encrypted first (same key, salt and header: same nonces); the caller must have
+    checked that (the recall worker compares a SHA-256 recorded at the first encryption).
+    """
+    _check_key(key)
+    size = ciphertext_length(len(plaintext), len(context))
+    if len(out) < size:
+        raise UsageError(f"the output buffer needs {size} bytes")
+    keys = prim.derive(bytes(key), salt, context)
+    pos = 0
+    for part in (context, salt, keys.commitment):
+        out[pos : pos + len(part)] = part
+        pos += len(part)
+    view = memoryview(plaintext)
+    for index in range(prim.chunk_count(len(plaintext))):
+        chunk = view[index * prim.CHUNK_LEN : (index + 1) * prim.CHUNK_LEN]
+        sealed = keys.seal_chunk(index, chunk)
+        out[pos : pos + len(sealed)] = sealed
+        pos += len(sealed)
+    return pos
 
 
 def decrypt_stream(

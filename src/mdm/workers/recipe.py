@@ -26,22 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
-from mdm.crypto import Header, ciphertext_length, encrypt_into
+from mdm.crypto import Header, ciphertext_length, encrypt_again, encrypt_into
 from mdm.errors import Conflict, UnsupportedFormat
+from mdm.workers.cache import replace_atomically
 
 SALT_LEN = 24
 CHUNK = 16384
-_INFO = b"c2sp.org/chunked-encryption@v1+AEAD_AES_256_GCM\x00"
 _MAGIC = b"MDMRCP1\n"
 
 
@@ -135,22 +129,8 @@ def replay(
             "the anonymized instance differs from the version encrypted first (anonymization "
             "profile or site secret changed?): it needs a new version with a new key"
         )
-    okm = HKDFExpand(
-        algorithm=hashes.SHA512(), length=32 + 12 + 32, info=_INFO + recipe.salt + recipe.header
-    ).derive(key)
-    aead, base, commitment = AESGCM(okm[:32]), int.from_bytes(okm[32:44], "big"), okm[44:]
     out = (scratch or Scratch()).view(ciphertext_length(len(plaintext), len(recipe.header)))
-    pos = 0
-    for part in (recipe.header, recipe.salt, commitment):
-        out[pos : pos + len(part)] = part
-        pos += len(part)
-    view = memoryview(plaintext)
-    for index in range(len(plaintext) // CHUNK + 1):  # the final chunk is short, maybe empty
-        nonce = (base ^ index).to_bytes(12, "big")
-        sealed = aead.encrypt(nonce, view[index * CHUNK : (index + 1) * CHUNK], None)
-        out[pos : pos + len(sealed)] = sealed
-        pos += len(sealed)
-    return out[:pos]
+    return out[: encrypt_again(plaintext, key, recipe.header, recipe.salt, out)]
 
 
 class RecipeStore:
@@ -171,15 +151,4 @@ class RecipeStore:
 
     def save(self, guid: str, recipe: Recipe, *, fsync: bool = True) -> None:
         """Write atomically; ``fsync=False``: the caller flushes (``os.sync``) before use."""
-        dst = self.path(guid)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            with tmp.open("xb") as fh:
-                fh.write(recipe.pack())
-                if fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
+        replace_atomically(self.path(guid), recipe.pack(), fsync=fsync)

@@ -16,6 +16,7 @@ EXPECTED = {
     "decrypt_file",
     "decrypt_range",
     "decrypt_stream",
+    "encrypt_again",
     "encrypt_file",
     "encrypt_into",
     "encrypt_stream",

@@ -14,6 +14,7 @@ from mdm.crypto import (
     ciphertext_length,
     decrypt_file,
     decrypt_stream,
+    encrypt_again,
     encrypt_file,
     encrypt_into,
     encrypt_stream,
@@ -190,3 +191,20 @@ def test_encrypt_into_refuses_a_wrong_length_or_a_small_buffer() -> None:
         encrypt_into(b"x" * 99, new_key(), header, bytearray(1 << 16))
     with pytest.raises(UsageError, match="output buffer needs"):
         encrypt_into(b"x" * 100, new_key(), header, bytearray(ciphertext_length(100)))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_encrypt_again_rebuilds_the_library_s_object_from_its_salt(size: int) -> None:
+    plaintext, key = os.urandom(size), new_key()
+    header = Header.new(size, k=3, n=5)
+    first = io.BytesIO()
+    encrypt_stream(io.BytesIO(plaintext), first, key, header)
+    context = header.pack()
+    salt = first.getvalue()[len(context) : len(context) + 24]
+    out = memoryview(bytearray(ciphertext_length(size)))
+    assert encrypt_again(plaintext, key, context, salt, out) == len(out)
+    assert bytes(out) == first.getvalue()
+    encrypt_again(plaintext, new_key(), context, salt, out)
+    assert bytes(out) != first.getvalue()
+    with pytest.raises(UsageError, match="output buffer"):
+        encrypt_again(plaintext, key, context, salt, out[:-1])
