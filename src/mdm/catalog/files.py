@@ -251,9 +251,7 @@ def add_replica(
     info: FileInfo = FileInfo(),
 ) -> Replica:
     """Add a replica, or update the one this storage element already has (state, pin, ...)."""
-    check_checksums(info.size, info.adler32, info.sha256)
-    if state is ReplicaState.FAILED and not reason:
-        raise UsageError("a FAILED replica needs a reason")
+    _check_replica(state, reason, info)
     entry = get_entry(session, caller, path)
     access.require(session, caller, entry.path, Right.WRITE)
     if entry.kind is not EntryKind.FILE:
@@ -274,10 +272,15 @@ def first_replica(
     info: FileInfo = FileInfo(),
 ) -> Replica:
     """The replica of a file ``add_file`` has just created (rights checked there, no lookup)."""
+    _check_replica(state, reason, info)
+    return _set_replica(session, entry, None, se, url, state, pinned_until, reason, info)
+
+
+def _check_replica(state: ReplicaState, reason: str | None, info: FileInfo) -> None:
+    """Refuse bad checksums, and a FAILED replica without its reason, before any lookup."""
     check_checksums(info.size, info.adler32, info.sha256)
     if state is ReplicaState.FAILED and not reason:
         raise UsageError("a FAILED replica needs a reason")
-    return _set_replica(session, entry, None, se, url, state, pinned_until, reason, info)
 
 
 def _set_replica(

@@ -116,8 +116,11 @@ def test_replica_states_and_checksums(dbs: CatalogDatabases) -> None:
             files.list_replicas(s, caller(ALICE), f"/dicom/{S1}/{S1_MR}/2.25.3011")  # list, no read
     with pytest.raises(ChecksumMismatch), dbs.catalog.session(write=True) as s:
         files.set_content(s, caller(SERVICE), path, files.FileInfo(sha256="cd" * 32))
-    with pytest.raises(UsageError), dbs.catalog.session(write=True) as s:
+    with pytest.raises(UsageError, match="needs a reason"), dbs.catalog.session(write=True) as s:
         files.add_replica(s, caller(SERVICE), path, se="X", url="u", state=ReplicaState.FAILED)
+    with pytest.raises(UsageError, match="adler32"), dbs.catalog.session(write=True) as s:
+        files.add_replica(s, caller(SERVICE), path, se="X", url="u", state=ReplicaState.ONLINE,
+                          info=files.FileInfo(adler32="NOT-HEX"))  # fmt: skip
     with dbs.catalog.session(write=True) as s:
         files.remove_replica(s, caller(SERVICE), path, "FAR")
         assert [r.se for r in files.list_replicas(s, caller(ADMIN), path)] == ["MDM-SE"]

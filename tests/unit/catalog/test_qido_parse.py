@@ -63,3 +63,14 @@ def test_includefield_limit_offset_and_fuzzy() -> None:
         qido.parse("study", [("includefield", "NoSuchThing")])
     with pytest.raises(UsageError, match="given twice"):
         qido.parse("study", [("PatientID", "a"), ("00100020", "b")])
+
+
+def test_attribute_table_agrees_with_the_dicom_dictionary() -> None:
+    """Tags and VRs are written out for readability; pydicom's dictionary is the reference."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    for attr in qido.ATTRIBUTES:
+        tag = tag_for_keyword(attr.keyword)
+        assert tag is not None, attr.keyword
+        assert (attr.tag, attr.vr) == (f"{tag:08X}", dictionary_VR(tag)), attr.keyword
+    assert len(qido.BY_TAG) == len(qido.BY_KEYWORD) == len(qido.ATTRIBUTES)
