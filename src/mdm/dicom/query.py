@@ -18,9 +18,9 @@ Records keep patient identity out of ``repr`` so that logging a record never log
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
@@ -63,167 +63,102 @@ def _multi(ds: Dataset, keyword: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _key(keyword: str, parse: Callable[[Dataset, str], Any] = _text, *, phi: bool = False) -> Any:
+    """A record field read from *keyword* by *parse*; ``phi`` keeps its value out of ``repr``.
+
+    The keyword is named once, on the field: the level's return keys (``KEYS``) and the
+    parsing (``from_identifier``) are both derived from it, so they cannot drift apart.
+    """
+    return field(repr=not phi, metadata={"keyword": keyword, "parse": parse})
+
+
 @dataclass(frozen=True)
-class PatientRecord:
+class _Record:
+    """What every level's record shares: its keys come from its fields' ``_key`` metadata."""
+
+    LEVEL: ClassVar[str]
+    UNIQUE: ClassVar[str]
+    KEYS: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        # Runs before @dataclass processes the class: the Field objects are still class
+        # attributes here, in declaration order.
+        cls.KEYS = tuple(f.metadata["keyword"] for f in vars(cls).values() if isinstance(f, Field))
+
+    @classmethod
+    def from_identifier(cls, ds: Dataset) -> Self:
+        values = {f.name: f.metadata["parse"](ds, f.metadata["keyword"]) for f in fields(cls)}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PatientRecord(_Record):
     """One PATIENT-level match (Patient Root)."""
 
     LEVEL: ClassVar[str] = "PATIENT"
     UNIQUE: ClassVar[str] = "PatientID"
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "PatientID",
-        "PatientName",
-        "PatientBirthDate",
-        "PatientSex",
-        "NumberOfPatientRelatedStudies",
-    )
 
-    patient_id: str = field(repr=False)
-    patient_name: str = field(repr=False)
-    birth_date: str = field(repr=False)
-    sex: str = field(repr=False)
-    number_of_studies: int | None
-
-    @classmethod
-    def from_identifier(cls, ds: Dataset) -> PatientRecord:
-        return cls(
-            patient_id=_text(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName"),
-            birth_date=_text(ds, "PatientBirthDate"),
-            sex=_text(ds, "PatientSex"),
-            number_of_studies=_int(ds, "NumberOfPatientRelatedStudies"),
-        )
+    patient_id: str = _key("PatientID", phi=True)
+    patient_name: str = _key("PatientName", phi=True)
+    birth_date: str = _key("PatientBirthDate", phi=True)
+    sex: str = _key("PatientSex", phi=True)
+    number_of_studies: int | None = _key("NumberOfPatientRelatedStudies", _int)
 
 
 @dataclass(frozen=True)
-class StudyRecord:
+class StudyRecord(_Record):
     """One STUDY-level match: what registration needs about a study (original values)."""
 
     LEVEL: ClassVar[str] = "STUDY"
     UNIQUE: ClassVar[str] = "StudyInstanceUID"
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "StudyInstanceUID",
-        "PatientID",
-        "PatientName",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyDate",
-        "StudyTime",
-        "AccessionNumber",
-        "StudyID",
-        "StudyDescription",
-        "ReferringPhysicianName",
-        "ModalitiesInStudy",
-        "NumberOfStudyRelatedSeries",
-        "NumberOfStudyRelatedInstances",
-    )
 
-    study_uid: str
-    patient_id: str = field(repr=False)
-    patient_name: str = field(repr=False)
-    patient_birth_date: str = field(repr=False)
-    patient_sex: str = field(repr=False)
-    study_date: str = field(repr=False)
-    study_time: str = field(repr=False)
-    accession_number: str = field(repr=False)
-    study_id: str = field(repr=False)
-    description: str = field(repr=False)
-    referring_physician: str = field(repr=False)
-    modalities: tuple[str, ...]
-    number_of_series: int | None
-    number_of_instances: int | None
-
-    @classmethod
-    def from_identifier(cls, ds: Dataset) -> StudyRecord:
-        return cls(
-            study_uid=_text(ds, "StudyInstanceUID"),
-            patient_id=_text(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
-            study_date=_text(ds, "StudyDate"),
-            study_time=_text(ds, "StudyTime"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            description=_text(ds, "StudyDescription"),
-            referring_physician=_text(ds, "ReferringPhysicianName"),
-            modalities=_multi(ds, "ModalitiesInStudy"),
-            number_of_series=_int(ds, "NumberOfStudyRelatedSeries"),
-            number_of_instances=_int(ds, "NumberOfStudyRelatedInstances"),
-        )
+    study_uid: str = _key("StudyInstanceUID")
+    patient_id: str = _key("PatientID", phi=True)
+    patient_name: str = _key("PatientName", phi=True)
+    patient_birth_date: str = _key("PatientBirthDate", phi=True)
+    patient_sex: str = _key("PatientSex", phi=True)
+    study_date: str = _key("StudyDate", phi=True)
+    study_time: str = _key("StudyTime", phi=True)
+    accession_number: str = _key("AccessionNumber", phi=True)
+    study_id: str = _key("StudyID", phi=True)
+    description: str = _key("StudyDescription", phi=True)
+    referring_physician: str = _key("ReferringPhysicianName", phi=True)
+    modalities: tuple[str, ...] = _key("ModalitiesInStudy", _multi)
+    number_of_series: int | None = _key("NumberOfStudyRelatedSeries", _int)
+    number_of_instances: int | None = _key("NumberOfStudyRelatedInstances", _int)
 
 
 @dataclass(frozen=True)
-class SeriesRecord:
+class SeriesRecord(_Record):
     """One SERIES-level match within a study."""
 
     LEVEL: ClassVar[str] = "SERIES"
     UNIQUE: ClassVar[str] = "SeriesInstanceUID"
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "Modality",
-        "SeriesNumber",
-        "SeriesDescription",
-        "SeriesDate",
-        "SeriesTime",
-        "BodyPartExamined",
-        "NumberOfSeriesRelatedInstances",
-    )
 
-    series_uid: str
-    study_uid: str
-    modality: str
-    series_number: int | None
-    description: str = field(repr=False)
-    series_date: str = field(repr=False)
-    series_time: str = field(repr=False)
-    body_part: str
-    number_of_instances: int | None
-
-    @classmethod
-    def from_identifier(cls, ds: Dataset) -> SeriesRecord:
-        return cls(
-            series_uid=_text(ds, "SeriesInstanceUID"),
-            study_uid=_text(ds, "StudyInstanceUID"),
-            modality=_text(ds, "Modality"),
-            series_number=_int(ds, "SeriesNumber"),
-            description=_text(ds, "SeriesDescription"),
-            series_date=_text(ds, "SeriesDate"),
-            series_time=_text(ds, "SeriesTime"),
-            body_part=_text(ds, "BodyPartExamined"),
-            number_of_instances=_int(ds, "NumberOfSeriesRelatedInstances"),
-        )
+    series_uid: str = _key("SeriesInstanceUID")
+    study_uid: str = _key("StudyInstanceUID")
+    modality: str = _key("Modality")
+    series_number: int | None = _key("SeriesNumber", _int)
+    description: str = _key("SeriesDescription", phi=True)
+    series_date: str = _key("SeriesDate", phi=True)
+    series_time: str = _key("SeriesTime", phi=True)
+    body_part: str = _key("BodyPartExamined")
+    number_of_instances: int | None = _key("NumberOfSeriesRelatedInstances", _int)
 
 
 @dataclass(frozen=True)
-class InstanceRecord:
+class InstanceRecord(_Record):
     """One IMAGE-level match: the UIDs that address an instance for retrieval."""
 
     LEVEL: ClassVar[str] = "IMAGE"
     UNIQUE: ClassVar[str] = "SOPInstanceUID"
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "SOPInstanceUID",
-        "SOPClassUID",
-        "InstanceNumber",
-    )
 
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_uid: str
-    study_uid: str
-    instance_number: int | None
-
-    @classmethod
-    def from_identifier(cls, ds: Dataset) -> InstanceRecord:
-        return cls(
-            sop_instance_uid=_text(ds, "SOPInstanceUID"),
-            sop_class_uid=_text(ds, "SOPClassUID"),
-            series_uid=_text(ds, "SeriesInstanceUID"),
-            study_uid=_text(ds, "StudyInstanceUID"),
-            instance_number=_int(ds, "InstanceNumber"),
-        )
+    sop_instance_uid: str = _key("SOPInstanceUID")
+    sop_class_uid: str = _key("SOPClassUID")
+    series_uid: str = _key("SeriesInstanceUID")
+    study_uid: str = _key("StudyInstanceUID")
+    instance_number: int | None = _key("InstanceNumber", _int)
 
 
 Record = PatientRecord | StudyRecord | SeriesRecord | InstanceRecord

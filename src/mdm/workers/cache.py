@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session
 
 from mdm.catalog.db import Database
 from mdm.catalog.models import Entry, Replica, ReplicaState, utcnow
+from mdm.storage.cache import TMP_SUFFIX
 from mdm.storage.checksums import Checksummer
 
 logger = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".mdm-tmp"
 EVICTED_SUFFIX = ".mdm-evicted"
 
 
@@ -54,11 +54,21 @@ def write_atomically(
     ``fsync=False`` leaves the flush to the caller, who must call ``os.sync()`` (one flush for
     a whole batch) before recording any of the files ONLINE.
     """
-    dst = cache_path(root, lfn)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
     summer = Checksummer(("adler32", "sha256"))
     summer.update(data)
+    replace_atomically(cache_path(root, lfn), data, fsync=fsync)
+    return summer.hexdigests()
+
+
+def replace_atomically(dst: Path, data: bytes | memoryview, *, fsync: bool = True) -> None:
+    """Write *dst* through a ``*.mdm-tmp`` name beside it, then rename over it.
+
+    A reader sees the old file or the complete new one, never part of one; a crash leaves only
+    ``*.mdm-tmp`` debris, which :func:`clean_debris` (and the storage element's start-up scan)
+    removes. ``fsync=False``: the caller flushes (``os.sync``) before relying on the file.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
     try:
         with tmp.open("xb") as fh:
             fh.write(data)
@@ -68,7 +78,6 @@ def write_atomically(
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-    return summer.hexdigests()
 
 
 def present(root: Path, lfn: str, size: int) -> bool:

@@ -69,3 +69,40 @@ def test_series_and_instance_records() -> None:
         None,
         "",
     )
+
+
+def test_patient_record_and_return_keys_cover_every_field() -> None:
+    ds = Dataset()
+    ds.PatientID = "SECRET-ID"
+    ds.PatientName = "Doe^Jane"
+    ds.PatientSex = "F"
+    ds.NumberOfPatientRelatedStudies = "3"
+    rec = PatientRecord.from_identifier(ds)
+    assert (rec.patient_id, rec.patient_name, rec.sex, rec.birth_date) == (
+        "SECRET-ID",
+        "Doe^Jane",
+        "F",
+        "",
+    )
+    assert rec.number_of_studies == 3
+    assert "SECRET-ID" not in repr(rec)
+    assert "Doe" not in repr(rec)
+    assert PatientRecord.KEYS == (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "NumberOfPatientRelatedStudies",
+    )
+    assert set(InstanceRecord.KEYS) == {
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "InstanceNumber",
+    }
+    for record in (PatientRecord, StudyRecord, SeriesRecord, InstanceRecord):
+        query = build_query(record)
+        assert all(keyword in query for keyword in record.KEYS)
+        assert record.UNIQUE in record.KEYS
+        assert len(set(record.KEYS)) == len(record.KEYS)
