@@ -27,6 +27,12 @@ def test_init_writes_a_valid_settings_file(run_mdm: Callable[..., Any], tmp_path
     status = run_mdm("--settings", "site.toml", "status", "--json", check=False)
     assert status.returncode == 1  # nothing configured: not healthy, but a clean answer
     assert json.loads(status.stdout)["catalog"]["error"] == "not configured"
+    table = run_mdm("--settings", "site.toml", "status", check=False)
+    assert table.returncode == 1
+    assert "MDM site status" in table.stdout
+    assert "DOWN" in table.stdout
+    assert "not configured" in table.stdout
+    assert "0 of 0 key servers up" in table.stdout
 
 
 def test_up_runs_a_grid_until_terminated(tmp_path: Path) -> None:

@@ -344,6 +344,10 @@ def test_keys_cli_status_register_fetch_grant(fleet: Fleet, tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert (status["up"], status["k"], status["write_quorum"]) == (5, 3, 4)
+    out = mdm_cli(fleet, "keys", "status")
+    assert out.returncode == 0, out.stderr
+    assert "key servers: 5/5 up, k=3, register quorum=4" in out.stdout
+    assert out.stdout.count("up") >= 6, out.stdout  # the title and one row per server
     key_file, got_file = tmp_path / "key.bin", tmp_path / "got.bin"
     out = mdm_cli(
         fleet, "keys", "register", "it-cli", "--key-file", str(key_file), "--generate", "--json"
@@ -351,8 +355,14 @@ def test_keys_cli_status_register_fetch_grant(fleet: Fleet, tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["acked"] == [1, 2, 3, 4, 5]
     assert (key_file.stat().st_mode & 0o777) == 0o600
+    key = key_file.read_bytes()
+    out = mdm_cli(fleet, "keys", "register", "it-cli2", "--key-file", str(key_file), "--generate")
+    assert out.returncode == 2, out.stderr
+    assert "already exists" in out.stderr
+    assert key_file.read_bytes() == key, "an existing key file is never overwritten"
     out = mdm_cli(fleet, "keys", "fetch", "it-cli", "--out", str(got_file))
     assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("key it-cli rebuilt from servers "), out.stdout
     assert got_file.read_bytes() == key_file.read_bytes()
     out = mdm_cli(fleet, "keys", "grant", "it-cli", "fqan:/mdm/cardio", "--json")
     assert out.returncode == 0, out.stderr

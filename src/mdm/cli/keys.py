@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from mdm.cli.status import print_table, state
 
 if TYPE_CHECKING:
     from mdm.keystore import KeyStore
@@ -44,6 +46,28 @@ def _problems(problems: dict[int, Any]) -> dict[str, str]:
 
 def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
+
+
+def _slots(slots: Iterable[int], none: str = "") -> str:
+    return ", ".join(map(str, slots)) or none
+
+
+def _with_problems(summary: str, problems: dict[int, Any]) -> str:
+    """The one-line summary, then one indented line per server that failed."""
+    return summary + "".join(f"\n  {p}" for p in problems.values())
+
+
+def _write_private(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """Write key material to *path* created with mode 0600 (never readable by others)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise click.UsageError(f"{path} already exists; refusing to overwrite a key") from None
+    except OSError as exc:
+        raise click.UsageError(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 @click.group()
@@ -80,9 +104,7 @@ def register(
 
     if generate:
         key = new_key()
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
+        _write_private(key_file, key, overwrite=False)
     else:
         raw = key_file.read_bytes()
         try:
@@ -99,8 +121,7 @@ def register(
     _emit(
         as_json,
         {"key_id": key_id, "acked": list(res.acked), "problems": _problems(res.problems)},
-        f"registered {key_id} on servers {', '.join(map(str, res.acked))}"
-        + "".join(f"\n  {p}" for p in res.problems.values()),
+        _with_problems(f"registered {key_id} on servers {_slots(res.acked)}", res.problems),
     )
 
 
@@ -125,16 +146,12 @@ def fetch(
     with _store(ctx) as ks:
         got = ks.retrieve(key_id, wait_all=check_all)
     if out is not None:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(got.key)
+        _write_private(out, got.key, overwrite=True)
     data = {"key_id": key_id, "used": list(got.used), "problems": _problems(got.problems)}
     if as_hex:
         data["key"] = got.key.hex()
-    text = (
-        (got.key.hex() + "\n" if as_hex else "")
-        + f"key {key_id} rebuilt from servers {', '.join(map(str, got.used))}"
-        + "".join(f"\n  {p}" for p in got.problems.values())
+    text = (got.key.hex() + "\n" if as_hex else "") + _with_problems(
+        f"key {key_id} rebuilt from servers {_slots(got.used)}", got.problems
     )
     _emit(as_json, data, text)
 
@@ -159,9 +176,7 @@ def _show_acl(res: Any, as_json: bool) -> None:
         "servers": list(res.acked),
         "problems": res.problems,
     }
-    lines = [
-        f"ACL of {res.key_id}: version {res.version} on servers {', '.join(map(str, res.acked))}"
-    ]
+    lines = [f"ACL of {res.key_id}: version {res.version} on servers {_slots(res.acked)}"]
     lines += [f"  {p}: {', '.join(r)}" for p, r in sorted(res.entries.items())] or ["  (empty)"]
     lines += [f"  ! {p}" for p in res.problems.values()]
     _emit(as_json, data, "\n".join(lines))
@@ -219,8 +234,9 @@ def repair(ctx: click.Context, key_id: str, as_json: bool) -> None:
     _emit(
         as_json,
         {"key_id": key_id, "repaired": list(res.repaired), "problems": _problems(res.problems)},
-        f"repaired {key_id} on servers {', '.join(map(str, res.repaired)) or '(none)'}"
-        + "".join(f"\n  {p}" for p in res.problems.values()),
+        _with_problems(
+            f"repaired {key_id} on servers {_slots(res.repaired, '(none)')}", res.problems
+        ),
     )
 
 
@@ -229,9 +245,6 @@ def repair(ctx: click.Context, key_id: str, as_json: bool) -> None:
 @click.pass_context
 def scan(ctx: click.Context, as_json: bool) -> None:
     """List keys whose shares or ACL versions diverge across servers (admins)."""
-    from rich.console import Console
-    from rich.table import Table
-
     with _store(ctx) as ks:
         divergent, problems = ks.scan()
     if as_json:
@@ -252,17 +265,19 @@ def scan(ctx: click.Context, as_json: bool) -> None:
             "",
         )
         return
-    table = Table(title=f"{len(divergent)} divergent key(s)")
-    for col in ("key id", "missing on", "differs on", "ACL versions"):
-        table.add_column(col)
-    for d in divergent:
-        table.add_row(
-            d.key_id,
-            ", ".join(map(str, d.missing)),
-            ", ".join(map(str, d.differing)),
-            " ".join(f"{s}:v{v}" for s, v in sorted(d.acl_versions.items())),
-        )
-    Console().print(table)
+    print_table(
+        f"{len(divergent)} divergent key(s)",
+        ("key id", "missing on", "differs on", "ACL versions"),
+        [
+            (
+                d.key_id,
+                _slots(d.missing),
+                _slots(d.differing),
+                " ".join(f"{s}:v{v}" for s, v in sorted(d.acl_versions.items())),
+            )
+            for d in divergent
+        ],
+    )
     for p in problems.values():
         click.echo(f"  ! {p}")
 
@@ -272,9 +287,6 @@ def scan(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """A table of the n key servers: reachable, slot, latency."""
-    from rich.console import Console
-    from rich.table import Table
-
     with _store(ctx) as ks:
         rows = ks.status()
         k, quorum = ks.k, ks.write_quorum
@@ -292,12 +304,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
             "",
         )
     else:
-        table = Table(title=f"key servers: {up}/{len(rows)} up, k={k}, register quorum={quorum}")
-        for col in ("slot", "url", "state", "ms", "detail"):
-            table.add_column(col)
-        for r in rows:
-            state = "[green]up[/green]" if r.ok else "[red]DOWN[/red]"
-            table.add_row(str(r.slot), r.url, state, f"{r.latency_ms:.1f}", r.detail)
-        Console().print(table)
+        print_table(
+            f"key servers: {up}/{len(rows)} up, k={k}, register quorum={quorum}",
+            ("slot", "url", "state", "ms", "detail"),
+            [(str(r.slot), r.url, state(r.ok), f"{r.latency_ms:.1f}", r.detail) for r in rows],
+        )
     if up < k:
         ctx.exit(1)

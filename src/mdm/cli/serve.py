@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
@@ -37,3 +38,16 @@ def server_tls(settings: Any) -> Any:
             key="tls",
         )
     return tls
+
+
+def with_options(settings: Any, section: str, **options: Any) -> Any:
+    """*settings* with the command-line *options* that were given (not None) in *section*.
+
+    Options left out on the command line keep the value from the file or environment, so
+    every ``mdm serve`` option reads ``[settings: section.name]`` the same way.
+    """
+    given = {name: value for name, value in options.items() if value is not None}
+    if not given:
+        return settings
+    part = dataclasses.replace(getattr(settings, section), **given)
+    return dataclasses.replace(settings, **{section: part})

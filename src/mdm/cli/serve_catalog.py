@@ -6,8 +6,6 @@ come from the ``[catalog]`` section, ``MDM_CATALOG__*`` variables or the options
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 
@@ -30,24 +28,20 @@ def catalog(
 ) -> None:
     """Run the catalog service."""
     from mdm.cli import load_settings
-    from mdm.cli.serve import server_tls
+    from mdm.cli.serve import server_tls, with_options
     from mdm.servers.catalog_app import create_app
     from mdm.servers.run import serve_forever
 
-    settings = load_settings(ctx)
-    changes = {
-        name: value
-        for name, value in (
-            ("host", host),
-            ("port", port),
-            ("database_url", database_url),
-            ("vault_database_url", vault_database_url),
-            ("auto_upgrade", True if upgrade else None),
-        )
-        if value is not None
-    }
-    cfg = dataclasses.replace(settings.catalog, **changes)
-    settings = dataclasses.replace(settings, catalog=cfg)
+    settings = with_options(
+        load_settings(ctx),
+        "catalog",
+        host=host,
+        port=port,
+        database_url=database_url,
+        vault_database_url=vault_database_url,
+        auto_upgrade=True if upgrade else None,
+    )
+    cfg = settings.catalog
     app = create_app(settings)
     tls = server_tls(settings)
 

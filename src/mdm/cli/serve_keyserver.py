@@ -6,8 +6,6 @@ key, admins), given by the settings file, ``MDM_KEYSERVER__*`` variables or the 
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 
@@ -26,23 +24,19 @@ def keyserver(
 ) -> None:
     """Run key server number INDEX (holds share x = INDEX of every key)."""
     from mdm.cli import load_settings
-    from mdm.cli.serve import server_tls
+    from mdm.cli.serve import server_tls, with_options
     from mdm.servers.keyserver_app import create_app
     from mdm.servers.run import serve_forever
 
-    settings = load_settings(ctx)
-    changes = {
-        name: value
-        for name, value in (
-            ("index", index),
-            ("host", host),
-            ("port", port),
-            ("database_url", database_url),
-        )
-        if value is not None
-    }
-    ks = dataclasses.replace(settings.keyserver, **changes)
-    settings = dataclasses.replace(settings, keyserver=ks)
+    settings = with_options(
+        load_settings(ctx),
+        "keyserver",
+        index=index,
+        host=host,
+        port=port,
+        database_url=database_url,
+    )
+    ks = settings.keyserver
     app = create_app(settings)
     tls = server_tls(settings)
 

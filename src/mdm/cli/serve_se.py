@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from mdm.cli import load_settings
-from mdm.cli.serve import server_tls
+from mdm.cli.serve import server_tls, with_options
 
 
 @click.command("se")
@@ -56,22 +56,30 @@ def se(
     from mdm.storage.grants import Grants
     from mdm.storage.posix import PosixNearline
 
-    settings = load_settings(ctx)
+    settings = with_options(
+        load_settings(ctx),
+        "storage",
+        host=host,
+        port=port,
+        archive_dir=archive_dir,
+        cache_dir=cache_dir,
+        acl_file=acl_file,
+    )
     server_tls(settings)
     cfg = settings.storage
-    archive = archive_dir or cfg.archive_dir
+    archive = cfg.archive_dir
     if archive is None:
-        _serve_catalog(settings, host, port, cache_dir)
+        _serve_catalog(settings)
         return
     if not Path(archive).is_dir():
         raise ConfigError(f"archive directory {archive} does not exist", key="archive_dir")
-    acl = acl_file or cfg.acl_file
+    acl = cfg.acl_file
     grants = Grants.load(acl) if acl is not None else Grants()
     if acl is None:
         click.echo("warning: no storage.acl_file: every request will be refused", err=True)
     backend = PosixNearline(
         Path(archive),
-        Path(cache_dir or cfg.cache_dir),
+        Path(cfg.cache_dir),
         grants,
         pin_lifetime=cfg.pin_lifetime_seconds,
         release_grace=cfg.release_grace_seconds,
@@ -83,19 +91,16 @@ def se(
         serve_forever(
             create_app(backend, settings),
             tls=server_tls(settings),
-            host=host or cfg.host,
-            port=cfg.port if port is None else port,
+            host=cfg.host,
+            port=cfg.port,
             on_ready=lambda url: click.echo(f"storage element listening on {url}", err=True),
         )
     finally:
         backend.stop()
 
 
-def _serve_catalog(
-    settings: Any, host: str | None, port: int | None, cache_dir: Path | None
-) -> None:
+def _serve_catalog(settings: Any) -> None:
     """The catalog-backed SE, with a thread evicting expired copies every few seconds."""
-    import dataclasses
     import threading
 
     from mdm.servers.run import serve_forever
@@ -103,9 +108,6 @@ def _serve_catalog(
     from mdm.servers.se_catalog import CatalogStorage
 
     cfg = settings.storage
-    if cache_dir is not None:
-        cfg = dataclasses.replace(cfg, cache_dir=cache_dir)
-        settings = dataclasses.replace(settings, storage=cfg)
     backend = CatalogStorage(settings)
     stop = threading.Event()
 
@@ -122,8 +124,8 @@ def _serve_catalog(
         serve_forever(
             create_app(backend, settings),
             tls=server_tls(settings),
-            host=host or cfg.host,
-            port=cfg.port if port is None else port,
+            host=cfg.host,
+            port=cfg.port,
             on_ready=lambda url: click.echo(f"storage element listening on {url}", err=True),
         )
     finally:

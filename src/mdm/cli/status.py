@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Sequence
 
 import click
 
@@ -29,28 +30,36 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**report, "healthy": healthy}, indent=2, default=str))
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="MDM site status")
-        for col in ("part", "url", "state", "detail"):
-            table.add_column(col)
+        rows = []
         for name in ("catalog", "storage"):
             part = report[name]
             detail = part.get("error") or f"{part.get('latency_ms', '')} ms"
-            table.add_row(name, part["url"] or "-", _state(part["ok"]), str(detail))
+            rows.append((name, part["url"] or "-", state(part["ok"]), str(detail)))
         for s in servers:
             detail = s.get("detail") or s.get("error") or ""
             if s.get("ok"):
                 detail = f"{s.get('latency_ms', 0):.0f} ms, {detail}"
-            table.add_row(f"key server {s.get('slot', '?')}", s.get("url", "-"),
-                          _state(bool(s.get("ok"))), str(detail))  # fmt: skip
-        console = Console(highlight=False)
-        console.print(table)
-        console.print(f"{up} of {len(servers)} key servers up, {report['threshold']} needed")
+            rows.append((f"key server {s.get('slot', '?')}", s.get("url", "-"),
+                         state(bool(s.get("ok"))), str(detail)))  # fmt: skip
+        print_table("MDM site status", ("part", "url", "state", "detail"), rows)
+        click.echo(f"{up} of {len(servers)} key servers up, {report['threshold']} needed")
     if not healthy:
         sys.exit(1)
 
 
-def _state(ok: bool) -> str:
+def state(ok: bool) -> str:
+    """A service's up/DOWN cell in rich markup (shared with ``mdm keys status``)."""
     return "[green]up[/]" if ok else "[bold red]DOWN[/]"
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Print a rich table (cells may hold rich markup) to the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    Console(highlight=False).print(table)

@@ -59,13 +59,6 @@ def classify(exc: MDMError) -> str:
     return "error"
 
 
-def client_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
-    """Mutual TLS as the caller: ``tls.proxy`` (or cert/key), servers checked by ``tls.ca_dir``."""
-    from mdm.pki.tls import client_ssl_context as make
-
-    return make(tls)
-
-
 class Servers:
     """Slot i (1-based) is ``urls[i-1]``; ``call`` talks to one server."""
 
@@ -88,6 +81,9 @@ class Servers:
             timeout = httpx.Timeout(settings.timeout)
             verify: ssl.SSLContext | bool = True
             if tls is not None and tls.ca_dir is not None:
+                # Mutual TLS as the caller: tls.proxy (or cert/key), servers checked by ca_dir.
+                from mdm.pki.tls import client_ssl_context
+
                 verify = client_ssl_context(tls)
             self.clients = [
                 httpx.Client(base_url=u, verify=verify, timeout=timeout) for u in self.urls
