@@ -171,6 +171,7 @@ class StorageSettings:
     retry_after_seconds: int = 30  # Retry-After sent with 503 for a NEARLINE file
     max_bulk_paths: int = 10000  # most paths in one Tape REST request
     max_ranges: int = 200  # most ranges in one GET Range (more: whole file); <2: no multipart
+    direct_io: bool = True  # recall worker writes cache files with O_DIRECT (mdm.storage.direct)
     recipe_dir: Path | None = None  # recall recipes (docs/recall.md); None: <cache_dir>/../recipes
 
 

@@ -35,6 +35,7 @@ from mdm.catalog.db import Database
 from mdm.catalog.models import Entry, Replica, ReplicaState, utcnow
 from mdm.storage.cache import TMP_SUFFIX
 from mdm.storage.checksums import Checksummer
+from mdm.storage.direct import write as write_direct
 
 logger = logging.getLogger(__name__)
 
@@ -46,35 +47,40 @@ def cache_path(root: Path, lfn: str) -> Path:
 
 
 def write_atomically(
-    root: Path, lfn: str, data: bytes | memoryview, *, fsync: bool = True
+    root: Path, lfn: str, data: bytes | memoryview, *, fsync: bool = True, direct: bool = False
 ) -> dict[str, str]:
     """Put *data* in the cache as *lfn* (tmp + fsync + rename); return its adler32 and sha256
     (what the catalog records; md5 is computed by the storage element when asked for).
 
     ``fsync=False`` leaves the flush to the caller, who must call ``os.sync()`` (one flush for
-    a whole batch) before recording any of the files ONLINE.
+    a whole batch) before recording any of the files ONLINE. ``direct``: bypass the page
+    cache where the filesystem allows it (``mdm.storage.direct``, ``storage.direct_io``).
     """
     summer = Checksummer(("adler32", "sha256"))
     summer.update(data)
-    replace_atomically(cache_path(root, lfn), data, fsync=fsync)
+    replace_atomically(cache_path(root, lfn), data, fsync=fsync, direct=direct)
     return summer.hexdigests()
 
 
-def replace_atomically(dst: Path, data: bytes | memoryview, *, fsync: bool = True) -> None:
+def replace_atomically(
+    dst: Path, data: bytes | memoryview, *, fsync: bool = True, direct: bool = False
+) -> None:
     """Write *dst* through a ``*.mdm-tmp`` name beside it, then rename over it.
 
     A reader sees the old file or the complete new one, never part of one; a crash leaves only
     ``*.mdm-tmp`` debris, which :func:`clean_debris` (and the storage element's start-up scan)
     removes. ``fsync=False``: the caller flushes (``os.sync``) before relying on the file.
+    ``direct``: written with ``O_DIRECT`` where the filesystem allows it.
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
     try:
-        with tmp.open("xb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
+        if not (direct and write_direct(tmp, data, fsync=fsync)):
+            with tmp.open("xb") as fh:
+                fh.write(data)
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)

@@ -190,6 +190,7 @@ class InstanceProcessor:
         self.cache_root = cache_root
         self.timings = timings
         self.headers = HeaderMemo()
+        self.direct_io = settings.storage.direct_io
         # One KeyStore per pool thread: a KeyStore runs at most 2n server calls at a time,
         # i.e. two registrations, and registrations are latency-bound (fsync on 5 servers).
         self._local = threading.local()
@@ -280,7 +281,9 @@ class InstanceProcessor:
             t1 = self.timings.add("encrypt", t1)
             if w.size is not None and w.size != len(blob):
                 raise ChecksumMismatch(f"size {len(blob)} differs from the registered {w.size}")
-            sums = cache.write_atomically(self.cache_root, w.lfn, blob, fsync=False)
+            sums = cache.write_atomically(
+                self.cache_root, w.lfn, blob, fsync=False, direct=self.direct_io
+            )
             self.timings.add("write", t1)
             if (w.sha256, w.adler32) not in ((None, None), (sums["sha256"], sums["adler32"])):
                 raise ChecksumMismatch("the checksums differ from the registered ones")
