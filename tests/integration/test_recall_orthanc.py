@@ -60,7 +60,7 @@ from tests.integration.se_site import SeSite, gfal, require_gfal2
 from tests.integration.test_keys_threshold import Fleet, K, LocalPki, N
 
 SPEC = CorpusSpec(
-    patients=2, studies_per_patient=1, series_per_study=4, instances_per_series=5,
+    patients=2, studies_per_patient=1, series_per_study=5, instances_per_series=5,
     rows=64, columns=64, modalities=("CT",),
 )  # fmt: skip
 SECRET = b"recall-test-site-secret-0123456789"
@@ -118,12 +118,14 @@ class Site:
             self.lfn(uid) for uid, d in self.originals.items() if d.SeriesInstanceUID == series
         )
 
-    def untouched_series(self) -> list[str]:
-        """The files of a series none of whose files was staged yet."""
+    def untouched_series(self, skip: int = 0) -> list[str]:
+        """The files of a series none of whose files was staged yet (the *skip*-th such)."""
         for index in range(SPEC.patients * SPEC.series_per_study):
             lfns = self.series_lfns(index)
             if all(self.replica(lfn).state is ReplicaState.NEARLINE for lfn in lfns):
-                return lfns
+                if not skip:
+                    return lfns
+                skip -= 1
         raise AssertionError("no untouched series left: enlarge SPEC")
 
 
@@ -449,6 +451,22 @@ def test_a_refused_instance_fails_alone_with_its_reason(site: Site, worker: None
     info = site.backend.stat(site.lfn(bad))
     assert info.state == "FAILED"
     assert info.reason
+
+
+def test_small_series_staged_together_are_one_batch(site: Site) -> None:
+    """Two 5-file series staged at once are recalled by one batch (one claim, one key-server
+    call, one flush, one recording): a small batch is topped up with whole series."""
+    first, second = site.untouched_series(), site.untouched_series(skip=1)
+    assert set(first).isdisjoint(second)
+    site.backend.stage(alice(), first + second)
+    with recall.RecallWorker(site.settings) as worker:
+        result = worker.run_once()
+        assert result.files == len(first) + len(second)
+        assert worker.run_once().files == 0
+    bad = {site.lfn(u) for u, d in site.originals.items() if d.get("BurnedInAnnotation")}
+    for lfn in first + second:
+        expected = ReplicaState.NEARLINE if lfn in bad else ReplicaState.ONLINE
+        assert site.replica(lfn).state is expected, lfn
 
 
 def test_a_new_anonymization_profile_is_a_new_version_not_a_reencryption(site: Site) -> None:

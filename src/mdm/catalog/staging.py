@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from mdm.catalog import access, files
@@ -122,8 +122,13 @@ def claim(
     limit: int = 50,
     lease: float = 300.0,
     max_attempts: int = 3,
+    whole_series: bool = False,
 ) -> list[StageFile]:
-    """Claim up to *limit* files of one series; call it in a write session, commit at once."""
+    """Claim up to *limit* files of one series; call it in a write session, commit at once.
+
+    ``whole_series``: claim nothing unless every claimable file of that series fits in
+    *limit* (a worker topping up a batch with more series must not split one).
+    """
     _require_worker(caller)
     if limit < 1 or lease <= 0:
         raise UsageError("limit must be >= 1 and lease > 0")
@@ -139,6 +144,12 @@ def claim(
     first = session.scalar(first_stmt)
     if first is None:
         return []
+    if whole_series:
+        count = select(func.count(StageFile.id)).where(
+            claimable, StageFile.series_uid == first.series_uid
+        )
+        if (session.scalar(count) or 0) > limit:
+            return []
     batch_stmt = (
         select(StageFile)
         .where(claimable, StageFile.series_uid == first.series_uid)

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,112 +166,124 @@ class BatchProcessor:
                     w = works.pop(lfn)  # still in the cache: only renew its pin
                     sums = {"adler32": w.adler32 or "", "sha256": w.sha256 or ""}
                     outcomes.append(Outcome(w, None, w.size or 0, sums))
-            acl = _key_acl(s, next(iter(works))) if works else {}
-        if not works:
+            parts = {lfn: access.split_path(lfn) for lfn in works}
+            by_series: dict[tuple[str, str], list[Work]] = {}
+            for lfn, w in works.items():
+                study, series = parts[lfn][:2]
+                by_series.setdefault((study, series), []).append(w)
+            acls = {key: _key_acl(s, group[0].lfn) for key, group in by_series.items()}
+        groups: list[_Group] = []
+        for (study, series), series_works in by_series.items():
+            try:
+                with self.dbs.vault.session(write=True) as vs:
+                    originals = vault.original_uids(
+                        vs,
+                        self.caller,
+                        lambda _p, _r: False,
+                        [study, series, *(parts[w.lfn][2] for w in series_works)],
+                        reason="recall",
+                    )
+            except MDMError as exc:
+                outcomes += [Outcome(w, f"identity vault: {exc.message}") for w in series_works]
+                continue
+            by_pacs: dict[str, list[Work]] = {}
+            for w in series_works:
+                w.original_sop = originals[parts[w.lfn][2]]
+                by_pacs.setdefault(w.pacs, []).append(w)
+            for name, group in by_pacs.items():
+                if not name:
+                    outcomes += [Outcome(w, "no PACS is recorded for this file") for w in group]
+                    continue
+                acl = acls[(study, series)]
+                groups.append(_Group(name, originals[study], originals[series], group, acl))
+        if not groups:
             return outcomes, False
-        parts = {lfn: access.split_path(lfn) for lfn in works}
-        study, series = next(iter(parts.values()))[:2]
-        try:
-            with self.dbs.vault.session(write=True) as vs:
-                originals = vault.original_uids(
-                    vs,
-                    self.caller,
-                    lambda _p, _r: False,
-                    [study, series, *(p[2] for p in parts.values())],
-                    reason="recall",
-                )
-        except MDMError as exc:
-            outcomes += [Outcome(w, f"identity vault: {exc.message}") for w in works.values()]
-            return outcomes, False
-        for lfn, w in works.items():
-            w.original_sop = originals[parts[lfn][2]]
-        by_pacs: dict[str, list[Work]] = {}
-        for w in works.values():
-            by_pacs.setdefault(w.pacs, []).append(w)
-        written = False
-        for name, group in by_pacs.items():
-            done = self._recall(name, originals[study], originals[series], group, acl)
-            written = written or any(o.reason is None for o in done)
-            outcomes += done
-        return outcomes, written
+        done = self._recall(groups)
+        return outcomes + done, any(o.reason is None for o in done)
 
-    def _recall(
-        self,
-        name: str,
-        study: str,
-        series: str,
-        group: list[Work],
-        acl: Mapping[str, list[str]],
-    ) -> list[Outcome]:
-        """The files of *group* from PACS *name*; every instance submitted to the pool has
-        finished before the batch's unused keys are rolled back (it may still take one)."""
-        if not name:
-            return [Outcome(w, "no PACS is recorded for this file") for w in group]
-        by_sop = {w.original_sop: w for w in group}
-        futures: dict[str, Future[Outcome]] = {}
-        keys = self.processor.prepare_keys(group, acl)  # registered while the PACS sends
+    def _recall(self, groups: list[_Group]) -> list[Outcome]:
+        """The files of every group, one retrieval after the other while the pool works on
+        what arrived; the keys of the whole batch are registered in one call, during the
+        first retrieval. Every instance submitted to the pool has finished before the unused
+        keys are rolled back (it may still take one)."""
+        keys = self.processor.prepare_keys([(w, g.acl) for g in groups for w in g.works])
         try:
-            return self._retrieve_and_process(name, study, series, by_sop, keys, acl, futures)
+            for g in groups:
+                self._retrieve(g, keys)
+            t0 = time.perf_counter()
+            outcomes = [o for g in groups for o in self._outcomes(g)]
+            self.timings.add("drain", t0)
+            return outcomes
         finally:
-            wait(futures.values())
+            wait([f for g in groups for f in g.futures.values()])
             unused = keys.discard_unused()
             if unused:
                 logger.info(
                     "%d key(s) registered for this batch were not used: rolled back", unused
                 )
 
-    def _retrieve_and_process(
-        self,
-        name: str,
-        study: str,
-        series: str,
-        by_sop: Mapping[str, Work],
-        keys: KeyBatch,
-        acl: Mapping[str, list[str]],
-        futures: dict[str, Future[Outcome]],
-    ) -> list[Outcome]:
-        """Feed the pool while the PACS sends; a file the PACS did not deliver fails with the
-        PACS's own reason when it gave one."""
-        problem = ""
-        reports = []
+    def _retrieve(self, g: _Group, keys: KeyBatch) -> None:
+        """Feed the pool while the PACS sends the files of *g*; notes what the PACS said of
+        the files it did not deliver (``_outcomes`` turns them into reasons)."""
+        name = g.pacs
         try:
             pacs = self.pacs(name)
-            uids = sorted(by_sop)
+            uids = sorted(g.by_sop)
             # pynetdicom receives in this process: several associations keep the PACS busy while
             # one waits for the GIL. getscu runs apart: one association per batch is enough,
             # and each one more costs a process and an association set-up.
             per = 8 if pacs.engine == "pynetdicom" else 64
             n = max(1, min(pacs.settings.max_associations, len(uids) // per or 1))
             requests = [
-                RetrieveRequest(study, series, tuple(c), expected=frozenset(c))
+                RetrieveRequest(g.study, g.series, tuple(c), expected=frozenset(c))
                 for c in (uids[i::n] for i in range(n))
                 if c
             ]
             t0 = time.perf_counter()
             retrieval = pacs.iter_retrieve(requests, buffer=16)
             for instance in retrieval:
-                w = by_sop.get(instance.sop_instance_uid)
-                if w is not None and instance.sop_instance_uid not in futures:
-                    futures[instance.sop_instance_uid] = self.pool.submit(
-                        self.processor.process, w, instance.data, acl, keys
+                w = g.by_sop.get(instance.sop_instance_uid)
+                if w is not None and instance.sop_instance_uid not in g.futures:
+                    g.futures[instance.sop_instance_uid] = self.pool.submit(
+                        self.processor.process, w, instance.data, g.acl, keys
                     )
             reports = retrieval.reports
             self.timings.add("retrieve", t0)
         except MDMError as exc:
-            problem = f"PACS {name!r}: {exc.message}"
-        failed: dict[str, str] = {}
+            g.problem = f"PACS {name!r}: {exc.message}"
+            return
         for report in reports:
-            failed.update({uid: f"PACS {name!r}: {why}" for uid, why in report.failed.items()})
+            g.failed.update({uid: f"PACS {name!r}: {why}" for uid, why in report.failed.items()})
             for uid in report.missing:
-                failed.setdefault(uid, f"PACS {name!r} did not deliver it: {report.summary()}")
-        t0 = time.perf_counter()
-        outcomes = [futures[uid].result() for uid in futures]
-        self.timings.add("drain", t0)
-        for uid, w in by_sop.items():
-            if uid not in futures:
-                why = failed.get(uid) or problem or f"PACS {name!r} did not deliver it"
+                g.failed.setdefault(uid, f"PACS {name!r} did not deliver it: {report.summary()}")
+
+    def _outcomes(self, g: _Group) -> list[Outcome]:
+        """Every file of *g*: processed, or failed with the PACS's own reason when it gave
+        one."""
+        outcomes = [g.futures[uid].result() for uid in g.futures]
+        for uid, w in g.by_sop.items():
+            if uid not in g.futures:
+                why = g.failed.get(uid) or g.problem or f"PACS {g.pacs!r} did not deliver it"
                 outcomes.append(Outcome(w, why))
         return outcomes
+
+
+@dataclass
+class _Group:
+    """The files of one series from one PACS, within a batch, and their retrieval's state."""
+
+    pacs: str
+    study: str  # original UIDs (what the PACS knows)
+    series: str
+    works: list[Work]
+    acl: Mapping[str, list[str]]
+    by_sop: dict[str, Work] = field(init=False)  # original SOP Instance UID -> file
+    futures: dict[str, Future[Outcome]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    problem: str = ""
+
+    def __post_init__(self) -> None:
+        self.by_sop = {w.original_sop: w for w in self.works}
 
 
 def _key_acl(s: Any, lfn: str) -> dict[str, list[str]]:

@@ -206,17 +206,20 @@ class InstanceProcessor:
         for ks in self._keystores:
             ks.close()
 
-    def prepare_keys(self, works: Sequence[Work], acl: Mapping[str, list[str]]) -> KeyBatch:
+    def prepare_keys(self, works: Sequence[tuple[Work, Mapping[str, list[str]]]]) -> KeyBatch:
         """Start registering one new key per file that will be encrypted for the first time
-        (no recipe, no recorded checksum), in one ``register_many``; returns at once."""
+        (no recipe, no recorded checksum), each with its ``(work, acl)`` ACL, in one
+        ``register_many``; returns at once."""
         keys = {
-            w.guid: (uuid.uuid4(), new_key())
-            for w in works
+            w.guid: (uuid.uuid4(), new_key(), acl)
+            for w, acl in works
             if w.guid and w.sha256 is None and self.recipes.load(w.guid) is None
         }
-        items = [(str(kid), key, acl) for kid, key in keys.values()]
+        items = [(str(kid), key, acl) for kid, key, acl in keys.values()]
         future = self._key_pool.submit(self._register_many, items) if items else None
-        return KeyBatch(self._batch_keystore, keys, future)
+        return KeyBatch(
+            self._batch_keystore, {g: (k, key) for g, (k, key, _) in keys.items()}, future
+        )
 
     def _register_many(self, items: list[Any]) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -1,9 +1,10 @@
 """The recall worker: staging requests -> PACS -> anonymize -> encrypt -> cache -> ONLINE.
 
-One batch (:meth:`RecallWorker.run_once`) is the files of one series claimed from the catalog
-staging queue under a lease (renewed by a heartbeat while the batch runs). This module holds
-the queue side (claim, heartbeat, recording, eviction, the service loop ``run``); the work on
-a claimed batch, steps 1 to 3, is ``mdm.workers.batch.BatchProcessor``. The worker:
+One batch (:meth:`RecallWorker.run_once`) is the files of one series (topped up with more whole
+series when it is small) claimed from the catalog staging queue under a lease (renewed by a
+heartbeat while the batch runs). This module holds the queue side (claim, heartbeat,
+recording, eviction, the service loop ``run``); the work on a claimed batch, steps 1 to 3, is
+``mdm.workers.batch.BatchProcessor``. The worker:
 
 1. resolves the pseudonymous UIDs of the LFNs to the originals (identity vault, audited);
 2. retrieves the instances from the PACS each file came from (replica ``pacs:NAME``), by
@@ -152,24 +153,37 @@ class RecallWorker:
     # -- one batch -------------------------------------------------------------------------
 
     def run_once(self) -> BatchResult:
-        """Claim, process and record one batch (one series); empty when nothing is queued."""
+        """Claim, process and record one batch (one or more series); empty when nothing is
+        queued."""
         batch = self.process_next()
         return self.record(batch) if batch is not None else BatchResult()
 
     def process_next(self) -> Processed | None:
         """Claim one batch and do everything but recording it (``record``); None when nothing
         is queued. ``run`` records a batch in the background while it processes the next one:
-        the flush and the catalog transaction then no longer leave the cores idle."""
+        the flush and the catalog transaction then no longer leave the cores idle.
+
+        A batch is one series, topped up with further *whole* series while it holds fewer
+        than half of ``batch`` files: each batch costs a claim, a key-server call, a flush and
+        a recording transaction whatever its size, and small series (radiographs, short MR
+        runs) would pay them per handful of files. Series are never split for this, and a
+        batch stops growing at half its size so that other workers still find work.
+        """
+        rows: list[tuple[int, str]] = []
         with self.dbs.catalog.session(write=True) as s:
-            claimed = staging.claim(
-                s,
-                self.caller,
-                self.worker_id,
-                limit=self.batch,
-                lease=self.lease,
-                max_attempts=self.settings.catalog.claim_max_attempts,
-            )
-            rows = [(f.id, f.path) for f in claimed]
+            while len(rows) < max(1, self.batch // 2):
+                claimed = staging.claim(
+                    s,
+                    self.caller,
+                    self.worker_id,
+                    limit=self.batch - len(rows),
+                    lease=self.lease,
+                    max_attempts=self.settings.catalog.claim_max_attempts,
+                    whole_series=bool(rows),
+                )
+                if not claimed:
+                    break
+                rows += [(f.id, f.path) for f in claimed]
         if not rows:
             return None
         stop = threading.Event()

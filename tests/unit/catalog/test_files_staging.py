@@ -158,6 +158,24 @@ def test_claims_are_grouped_by_series_and_finish_cleanly(empty_queue: CatalogDat
     assert request.files[1].reason == "C-GET failed: 0xA701"
 
 
+def test_a_whole_series_claim_takes_a_series_only_if_it_fits(
+    empty_queue: CatalogDatabases,
+) -> None:
+    """What the recall worker tops a small batch up with: the next series, whole or not at
+    all (a batch never splits a series it did not start with)."""
+    dbs = empty_queue
+    paths = _queue(dbs, 3, 4, 62)
+    with dbs.catalog.session(write=True) as s:
+        first = staging.claim(s, caller(SERVICE), "w", limit=10)
+        assert [f.path for f in first] == paths[:4]
+        assert staging.claim(s, caller(SERVICE), "w", limit=3, whole_series=True) == []
+        second = staging.claim(s, caller(SERVICE), "w", limit=4, whole_series=True)
+        assert [f.path for f in second] == paths[4:8]
+        assert all(f.state is StageState.STARTED for f in second)
+        partial = staging.claim(s, caller(SERVICE), "w", limit=2)  # without: a part of one
+        assert [f.path for f in partial] == paths[8:10]
+
+
 def test_staging_needs_read_and_skips_online_files(empty_queue: CatalogDatabases) -> None:
     dbs = empty_queue
     path, _ = _register(dbs, "2.25.7001", "2.25.7002", "2.25.7003")
