@@ -123,8 +123,10 @@ class BatchProcessor:
         return self._pacs[name]
 
     def process(self, rows: list[tuple[int, str]]) -> tuple[list[Outcome], bool]:
-        """The outcome of every file of the batch (``(file id, LFN)`` rows of one series),
-        and whether any file was written (the caller then flushes before recording)."""
+        """The outcome of every file of the batch (``(file id, LFN)`` rows of one series, maybe
+        topped up with whole ones), and whether any file was written (the caller flushes before
+        recording). Each series has its own vault lookup (one failing fails that series
+        alone), ACL and retrieval; the batch's new keys are registered in one call."""
         works: dict[str, Work] = {}
         outcomes: list[Outcome] = []
         seen: dict[str, Work] = {}
