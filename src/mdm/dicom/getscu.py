@@ -33,6 +33,7 @@ import struct
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mdm.dicom.retrieve import RetrieveReport, RetrieveRequest
@@ -77,8 +78,13 @@ def get(
     request: RetrieveRequest,
     sink: Sink,
     spool_root: str = "",
+    stopped: Callable[[], bool] = lambda: False,
 ) -> RetrieveReport:
-    """C-GET *request* with getscu, delivering each instance to *sink* as it completes."""
+    """C-GET *request* with getscu, delivering each instance to *sink* as it completes.
+
+    Once *stopped()* (the consumer left, or another association failed), getscu is killed:
+    its association aborts, so the PACS stops sending instead of filling the spool.
+    """
     report = RetrieveReport(peer.name, "c-get", request, request.expected_uids())
     spool = Path(tempfile.mkdtemp(prefix="mdm-getscu-", dir=spool_root or None))
     start = time.perf_counter()
@@ -93,11 +99,12 @@ def get(
             if proc.stderr is None:  # cannot happen with stderr=PIPE; keeps mypy and -O honest
                 raise RuntimeError("getscu started without a pipe for its log")
             try:
-                log = _follow(proc.stderr.fileno(), spool, report, sink)
+                log = _follow(proc.stderr.fileno(), spool, report, sink, stopped)
             finally:
                 if proc.poll() is None:
                     proc.kill()
-        _deliver(spool, report, sink, complete=None)  # getscu has exited: every file is whole
+        if not stopped():
+            _deliver(spool, report, sink, room=None)  # getscu has exited: every file is whole
     finally:
         shutil.rmtree(spool, ignore_errors=True)
         report.seconds = time.perf_counter() - start
@@ -144,10 +151,15 @@ def _command(
     ]
 
 
-def _follow(fd: int, spool: Path, report: RetrieveReport, sink: Sink) -> list[str]:
-    """Read getscu's log until it exits, delivering files as they become complete."""
-    pending, responses, log = b"", 0, []
-    while chunk := os.read(fd, 65536):
+def _follow(
+    fd: int, spool: Path, report: RetrieveReport, sink: Sink, stopped: Callable[[], bool]
+) -> list[str]:
+    """Read getscu's log until it exits (or *stopped()*), delivering files as they become
+    complete: getscu writes a file whole before it logs its C-STORE response. (If it could
+    not write one, it still answers, with a failure status: then the file is missing, not
+    half there.)"""
+    pending, responses, handed, log = b"", 0, 0, []
+    while not stopped() and (chunk := os.read(fd, 65536)):
         *lines, pending = (pending + chunk).split(b"\n")
         for raw in lines:
             line = raw.decode("utf-8", "replace").strip()
@@ -156,26 +168,27 @@ def _follow(fd: int, spool: Path, report: RetrieveReport, sink: Sink) -> list[st
             elif _RESPONSE.search(line) or _COUNT.search(line) or line.startswith(("E:", "F:")):
                 log.append(line)
         log = log[-_TAIL:]
-        if responses > len(report.received) + len(report.unexpected) + len(report.failed):
-            _deliver(spool, report, sink, complete=responses)
+        if responses > handed:
+            handed += _deliver(spool, report, sink, room=responses - handed)
     return log
 
 
-def _deliver(spool: Path, report: RetrieveReport, sink: Sink, complete: int | None) -> None:
-    """Hand the complete files in *spool* to *sink*, then remove them.
+def _deliver(spool: Path, report: RetrieveReport, sink: Sink, room: int | None) -> int:
+    """Hand the complete files in *spool* to *sink*, remove them, return how many.
 
-    With *complete* = responses logged so far, files are complete only when there are no
-    more of them than responses (delivered ones were removed, so count them in).
+    *room* = responses logged but not yet handed over: the files are all complete only when
+    there are no more of them than that (counted here, not from the report, which counts an
+    instance a PACS resent once). ``None``: getscu has exited, every file is whole.
     """
     names = sorted(e.name for e in os.scandir(spool) if e.is_file())
-    delivered = len(report.received) + len(report.unexpected) + len(report.failed)
-    if complete is not None and delivered + len(names) > complete:
-        return  # one file is still being written: wait for its response
+    if room is not None and len(names) > room:
+        return 0  # one file is still being written: wait for its response
     for name in names:
         path = spool / name
         instance = _instance(path)
         path.unlink()
         report.deliver(sink, instance)
+    return len(names)
 
 
 def _instance(path: Path) -> ReceivedInstance:

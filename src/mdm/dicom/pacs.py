@@ -14,10 +14,11 @@ fresh one opened for the next request (re-using it would block for the DIMSE tim
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -309,24 +310,18 @@ class Pacs:
                 if assoc is None or not assoc.is_established:
                     assoc = open_association(ae, self.peer, ext_neg=roles, evt_handlers=handlers)
                 report = run(assoc, request)
-                if report.status is None or not assoc.is_established:
+                live = assoc
+                broken = report.status is None or not live.is_established
+                if broken or not _isolate(
+                    report,
+                    request,
+                    functools.partial(run, live),
+                    functools.partial(_answered_on, live),
+                    stopped,
+                    isolate,
+                ):
                     close_association(assoc, failed=True)
                     assoc = None
-                elif not report.ok and report.missing and isolate:
-                    # Orthanc stops a C-GET at the first failed sub-operation and answers a
-                    # bare 0xC000 to a C-GET whose UID list names one unknown instance: ask
-                    # for each missing instance alone, so that exactly the broken ones fail.
-                    for uid in report.missing[:isolate]:
-                        if stopped():
-                            break
-                        if not (request.series_of.get(uid) or request.series_uid):
-                            continue  # IMAGE level needs the series UID; C-FIND did not say
-                        alone = run(assoc, request.single(uid))
-                        report.absorb(alone)
-                        if alone.status is None or not assoc.is_established:
-                            close_association(assoc, failed=True)
-                            assoc = None
-                            break
                 reports[index] = report
         finally:
             if assoc is not None:
@@ -343,13 +338,20 @@ class Pacs:
         """``_work`` with dcmtk's getscu (``mdm.dicom.getscu``): one process per request."""
         program = getscu.binary(self.getscu)
 
-        def run(request: RetrieveRequest) -> RetrieveReport:
-            return getscu.get(
-                program, self.calling_aet, self.settings, self.peer, request, sink, self.spool_dir
-            )
-
         def stopped() -> bool:
             return any(e is not None and e.is_set() for e in stops)
+
+        def run(request: RetrieveRequest) -> RetrieveReport:
+            return getscu.get(
+                program,
+                self.calling_aet,
+                self.settings,
+                self.peer,
+                request,
+                sink,
+                self.spool_dir,
+                stopped,
+            )
 
         while not stopped():
             try:
@@ -357,14 +359,43 @@ class Pacs:
             except queue.Empty:
                 break
             report = run(request)
-            if not report.ok and report.missing and isolate:
-                for uid in report.missing[:isolate]:  # see _work: which instances fail
-                    if stopped():
-                        break
-                    if request.series_of.get(uid) or request.series_uid:
-                        report.absorb(run(request.single(uid)))
+            _isolate(report, request, run, lambda alone: alone.status is not None, stopped, isolate)
             reports[index] = report
 
     def iter_retrieve(self, requests: Sequence[RetrieveRequest], *, buffer: int = 32) -> Retrieval:
         """Retrieval as an iterator of ``ReceivedInstance`` (a bounded queue in between)."""
         return Retrieval(self, requests, buffer)
+
+
+def _answered_on(assoc: Association, report: RetrieveReport) -> bool:
+    """A retry that got a final status over an association still up (pynetdicom engine)."""
+    return report.status is not None and assoc.is_established
+
+
+def _isolate(
+    report: RetrieveReport,
+    request: RetrieveRequest,
+    run: Callable[[RetrieveRequest], RetrieveReport],
+    healthy: Callable[[RetrieveReport], bool],
+    stopped: Callable[[], bool],
+    isolate: int,
+) -> bool:
+    """Ask for each instance *report* misses alone, so that exactly the broken ones fail.
+
+    Orthanc stops a C-GET at the first failed sub-operation and answers a bare 0xC000 to a
+    C-GET whose UID list names one unknown instance. Both engines use this; it stops at the
+    first retry that is not *healthy* (no final status: the PACS or the link broke down, and
+    a thousand more retries would each wait out their timeouts) and returns False then.
+    """
+    if report.ok or not report.missing or not isolate:
+        return True
+    for uid in report.missing[:isolate]:
+        if stopped():
+            break
+        if not (request.series_of.get(uid) or request.series_uid):
+            continue  # IMAGE level needs the series UID; C-FIND did not say
+        alone = run(request.single(uid))
+        report.absorb(alone)
+        if not healthy(alone):
+            return False
+    return True

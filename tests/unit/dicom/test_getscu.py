@@ -4,6 +4,7 @@ tests/integration/test_pacs_getscu.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,10 @@ def test_files_are_delivered_only_when_no_more_than_the_responses_logged(tmp_pat
     spool = spool_with(tmp_path, 2)
     got: list[ReceivedInstance] = []
     r = report()
-    getscu._deliver(spool, r, got.append, complete=1)  # one of the two may be half written
+    assert getscu._deliver(spool, r, got.append, room=1) == 0  # one may be half written
     assert got == []
     assert len(list(spool.iterdir())) == 2
-    getscu._deliver(spool, r, got.append, complete=2)
+    assert getscu._deliver(spool, r, got.append, room=2) == 2
     assert sorted(i.sop_instance_uid for i in got) == sorted(r.received)
     assert len(got) == 2
     assert list(spool.iterdir()) == [], "delivered files are removed at once"
@@ -49,10 +50,50 @@ def test_files_are_delivered_only_when_no_more_than_the_responses_logged(tmp_pat
         assert instance.data == to_bytes(by_uid[instance.sop_instance_uid])
         assert instance.sop_class_uid == by_uid[instance.sop_instance_uid].SOPClassUID
     spool_with(tmp_path, 3)  # the first two again (a PACS resending) and the third
-    getscu._deliver(spool, r, got.append, complete=3)
-    assert got == got[:2], "2 delivered + 3 in the spool > 3 responses: wait"
-    getscu._deliver(spool, r, got.append, complete=None)  # getscu exited: all are whole
+    assert getscu._deliver(spool, r, got.append, room=1) == 0, "3 files, 1 response: wait"
+    assert len(got) == 2
+    assert getscu._deliver(spool, r, got.append, room=None) == 3  # getscu exited: all whole
     assert len(r.received) == 3
+
+
+def test_a_resent_instance_does_not_let_a_half_written_file_through(tmp_path: Path) -> None:
+    """The report counts a resent instance once; the hand-over must count files, or the file
+    after a resend would be handed over while getscu is still writing it."""
+    (row_a, ds_a), (row_b, ds_b) = ROWS[:2]
+    got: list[ReceivedInstance] = []
+    r = report()
+    fd_r, fd_w = os.pipe()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"CT.{row_a.sop_instance_uid}").write_bytes(to_bytes(ds_a))
+    os.write(fd_w, b"I: Sending C-STORE Response\n")
+    (spool / f"CT.{row_a.sop_instance_uid}.resent").write_bytes(to_bytes(ds_a))
+    os.write(fd_w, b"I: Sending C-STORE Response\n")
+    half = to_bytes(ds_b)[:3000]  # written, its response not logged yet
+
+    def sink(instance: ReceivedInstance) -> None:
+        got.append(instance)
+        if len(got) == 2:  # getscu goes on: the next file is half written, more log follows
+            (spool / f"CT.{row_b.sop_instance_uid}").write_bytes(half)
+            os.write(fd_w, b"I: Received Store Request\n")
+            os.close(fd_w)
+
+    getscu._follow(fd_r, spool, r, sink, lambda: False)
+    os.close(fd_r)
+    assert [len(i.data) for i in got] == [len(to_bytes(ds_a))] * 2
+    assert row_b.sop_instance_uid not in r.received
+    assert (spool / f"CT.{row_b.sop_instance_uid}").exists(), "left for its response"
+
+
+def test_a_stopped_retrieval_stops_reading_the_log(tmp_path: Path) -> None:
+    spool = spool_with(tmp_path, 1)
+    fd_r, fd_w = os.pipe()
+    os.write(fd_w, b"I: Sending C-STORE Response\n" * 3)
+    os.close(fd_w)
+    got: list[ReceivedInstance] = []
+    getscu._follow(fd_r, spool, report(), got.append, lambda: True)
+    os.close(fd_r)
+    assert got == []
 
 
 @pytest.mark.parametrize(
