@@ -26,8 +26,14 @@ from sqlalchemy.orm import Session
 from mdm.catalog import access, files, metadata, vault
 from mdm.catalog.access import Caller
 from mdm.catalog.files import FileInfo
-from mdm.catalog.models import Entry, ReplicaState
+from mdm.catalog.models import Entry, Replica, ReplicaState
 from mdm.errors import UsageError
+
+#: What the columns hold (``Replica.se``, ``Entry.key_id``; ``size`` is a signed 64-bit
+#: integer): checked here, for every caller, so a longer value is a 400, not a driver error.
+MAX_SE: int = Replica.__table__.c.se.type.length  # type: ignore[attr-defined]
+MAX_KEY_ID: int = Entry.__table__.c.key_id.type.length  # type: ignore[attr-defined]
+MAX_SIZE = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,11 @@ class ReplicaSpec:
             raise UsageError(f"bad replica: {exc}") from exc
         if until is not None and until.utcoffset() is None:
             # A naive time would fail in the database (as a 500) or be read in local time.
-            raise UsageError("bad replica: pinned_until needs a UTC offset (e.g. +00:00)")
+            raise UsageError(
+                "bad replica: pinned_until needs a UTC offset (e.g. +00:00)", field="pinned_until"
+            )
+        if not spec.se or len(spec.se) > MAX_SE:
+            raise UsageError(f"bad replica: 'se' must be 1 to {MAX_SE} characters", field="se")
         return spec
 
 
@@ -72,11 +82,16 @@ def file_info(data: Mapping[str, Any] | None) -> FileInfo:
     data = data or {}
     size = data.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
-        raise UsageError("file size must be an integer")
+        raise UsageError("file size must be an integer", field="size")
+    if size is not None and not 0 <= size <= MAX_SIZE:
+        raise UsageError(f"file size must be between 0 and {MAX_SIZE}", field="size")
     fields = {name: data.get(name) for name in ("adler32", "sha256", "key_id")}
     for name, value in fields.items():
         if value is not None and not isinstance(value, str):
-            raise UsageError(f"file {name} must be a string")
+            raise UsageError(f"file {name} must be a string", field=name)
+    key_id = fields["key_id"]
+    if key_id is not None and len(key_id) > MAX_KEY_ID:
+        raise UsageError(f"key_id is over {MAX_KEY_ID} characters", field="key_id")
     return FileInfo(size, fields["adler32"], fields["sha256"], fields["key_id"])
 
 

@@ -18,9 +18,8 @@ from starlette.routing import Route
 
 from mdm.catalog import access, files, registration
 from mdm.catalog.access import Caller
-from mdm.catalog.files import FileInfo
 from mdm.catalog.models import Right
-from mdm.catalog.registration import Registration, ReplicaSpec, file_info
+from mdm.catalog.registration import MAX_SE, Registration, ReplicaSpec, file_info
 from mdm.errors import UsageError
 from mdm.servers.catalog_service import (
     CatalogService,
@@ -33,48 +32,17 @@ from mdm.servers.catalog_service import (
 )
 from mdm.servers.http import json_kind
 
-#: Longest storage element name and key id: ``Replica.se`` and ``Entry.key_id`` are String(64).
-MAX_SE = 64
-MAX_KEY_ID = 64
-
-
-def _content(body: dict[str, Any]) -> FileInfo:
-    """Size, checksums and key id of a recall result, with their JSON types checked.
-
-    ``file_info`` checks the formats; the types are checked first so that a number where a
-    checksum belongs, or a size past 64 bits, is a 400 naming the field instead of a 500.
-    """
-    size = body.get("size")
-    if size is not None:
-        as_int(size, "size")
-    for name in ("adler32", "sha256", "key_id"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, str):
-            raise UsageError(f"{name} must be a string, not {json_kind(value)}", field=name)
-    key_id = body.get("key_id")
-    if key_id is not None and len(key_id) > MAX_KEY_ID:
-        raise UsageError(f"key_id is over {MAX_KEY_ID} characters", field="key_id")
-    return file_info(body)
-
 
 def _replica(body: dict[str, Any]) -> ReplicaSpec:
-    """The replica of a ``POST /files/replicas`` body (see ``ReplicaSpec``), checked."""
+    """The replica of a ``POST /files/replicas`` body (see ``ReplicaSpec``), checked: the
+    field checks here only name a missing or mistyped field more plainly; the limits are
+    ``ReplicaSpec``'s and ``file_info``'s, for every caller."""
     text_field(body, "se", max_length=MAX_SE)
     text_field(body, "url")
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise UsageError(f"reason must be a string, not {json_kind(reason)}", field="reason")
-    return _aware(ReplicaSpec.from_json(body))
-
-
-def _aware(spec: ReplicaSpec) -> ReplicaSpec:
-    """Refuse a pin time without a UTC offset: the catalog stores aware UTC times only."""
-    if spec.pinned_until is not None and spec.pinned_until.tzinfo is None:
-        raise UsageError(
-            "pinned_until needs a UTC offset, e.g. 2030-01-01T00:00:00+00:00",
-            field="pinned_until",
-        )
-    return spec
+    return ReplicaSpec.from_json(body)
 
 
 @endpoint
@@ -110,8 +78,6 @@ async def stat(request: Request, svc: CatalogService, caller: Caller) -> Respons
 @endpoint
 async def register(request: Request, svc: CatalogService, caller: Caller) -> Response:
     reg = Registration.from_json(await json_body(request))
-    if reg.replica is not None:
-        _aware(reg.replica)
 
     def run(cs: Session, vs: Session) -> tuple[dict[str, Any], bool]:
         entry, created = registration.register(cs, vs, caller, reg)
@@ -130,9 +96,6 @@ async def register_batch(request: Request, svc: CatalogService, caller: Caller) 
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise UsageError("'registrations' must be a list of registration objects")
     regs = [Registration.from_json(i) for i in items]
-    for reg in regs:
-        if reg.replica is not None:
-            _aware(reg.replica)
 
     def run(cs: Session, vs: Session) -> list[dict[str, Any]]:
         done = registration.register_many(cs, vs, caller, regs)
@@ -146,7 +109,7 @@ async def register_batch(request: Request, svc: CatalogService, caller: Caller) 
 @endpoint
 async def set_content(request: Request, svc: CatalogService, caller: Caller) -> Response:
     body = await json_body(request)
-    path, info = text_field(body, "path"), _content(body)
+    path, info = text_field(body, "path"), file_info(body)
     return JSONResponse(
         await svc.write(lambda s: files.entry_dict(files.set_content(s, caller, path, info)))
     )
@@ -166,7 +129,7 @@ async def replicas(request: Request, svc: CatalogService, caller: Caller) -> Res
         await svc.write(lambda s: files.remove_replica(s, caller, path, se))
         return Response(status_code=204)
     body = await json_body(request)
-    path, spec, info = text_field(body, "path"), _replica(body), _content(body)
+    path, spec, info = text_field(body, "path"), _replica(body), file_info(body)
 
     def run_add(s: Session) -> dict[str, Any]:
         replica = files.add_replica(

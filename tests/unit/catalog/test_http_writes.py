@@ -25,7 +25,7 @@ from mdm.acl import Identity
 from mdm.catalog import access
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.models import Entry, Replica, StageFile
-from mdm.servers import catalog_files, catalog_staging
+from mdm.servers import catalog_staging
 from mdm.servers.catalog_app import create_app
 from mdm.servers.catalog_service import MAX_BODY
 from mdm.settings import CatalogSettings, Settings
@@ -297,6 +297,30 @@ def test_malformed_replicas_are_refused(
         http.post("/files/replicas", json=full, headers=as_(SERVICE)), 400, "UsageError", *words
     )
     assert set(replicas(dbs, path)) == {"MDM-SE"}
+
+
+@pytest.mark.parametrize(
+    ("file", "replica", "words"),
+    [
+        ({"size": 2**64}, None, ["size", "between"]),
+        ({"size": -1}, None, ["size", "between"]),
+        ({"key_id": "k" * 65}, None, ["key_id", "64"]),
+        ({}, {"se": "S" * 65, "url": "https://se/x"}, ["'se'", "64"]),
+    ],
+    ids=["size-past-64-bits", "negative-size", "long-key-id", "long-se"],
+)
+def test_registrations_past_the_column_limits_are_400s(
+    http: httpx.Client, file: dict[str, Any], replica: dict[str, Any] | None, words: list[str]
+) -> None:
+    """The limits live in the catalog layer: ``POST /files`` and ``/files/batch`` get them
+    too (before: a size past 64 bits was a 500, a long key id or SE name a driver error)."""
+    sop = f"2.25.77990{len(words)}{len(str(file))}"
+    body: dict[str, Any] = {"dataset": dataset(STUDY, SERIES, sop), "file": file}
+    if replica is not None:
+        body["replica"] = replica
+    problem(http.post("/files", json=body, headers=as_(SERVICE)), 400, "UsageError", *words)
+    r = http.post("/files/batch", json={"registrations": [body]}, headers=as_(SERVICE))
+    problem(r, 400, "UsageError", *words)
 
 
 def test_a_naive_pin_time_in_a_registration_is_refused(http: httpx.Client) -> None:
@@ -581,11 +605,7 @@ def test_malformed_json_is_a_400_naming_the_problem(
 
 
 def test_limits_match_the_columns_they_protect() -> None:
-    for model, column, limit in (
-        (StageFile, "claimed_by", catalog_staging.MAX_WORKER),
-        (Replica, "se", catalog_files.MAX_SE),
-        (Entry, "key_id", catalog_files.MAX_KEY_ID),
-    ):
+    for model, column, limit in ((StageFile, "claimed_by", catalog_staging.MAX_WORKER),):
         kind = model.__table__.c[column].type
         assert isinstance(kind, String)
         assert kind.length == limit, (model, column)
