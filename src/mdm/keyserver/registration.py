@@ -65,7 +65,11 @@ _KEYS = cast(Table, KeyRecord.__table__)
 _TOMBS = cast(Table, Tombstone.__table__)
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 _READ_TOMBSTONES = select(_TOMBS.c.key_id).where(_TOMBS.c.key_id.in_(_IDS))
-_READ_RECORDS = select(_KEYS).where(_KEYS.c.key_id.in_(_IDS)).with_for_update()
+# Rows locked and inserted in key-id order: two batches overlapping in another order would
+# deadlock on PostgreSQL (a 500, not the DuplicateKey the loser should get).
+_READ_RECORDS = (
+    select(_KEYS).where(_KEYS.c.key_id.in_(_IDS)).order_by(_KEYS.c.key_id).with_for_update()
+)
 _INSERT_RECORDS = insert(_KEYS)
 _SORTED = json.JSONEncoder(sort_keys=True)  # json.dumps(..., sort_keys=True), built once
 
@@ -134,8 +138,14 @@ def register_batch(
     who: Identity,
     info: RequestInfo,
     items: Sequence[tuple[str, ShareUpload | MDMError]],
+    *,
+    batch: bool = True,
 ) -> list[Outcome]:
-    """Judge, store and audit *items* in *session*'s transaction (see the module doc)."""
+    """Judge, store and audit *items* in *session*'s transaction (see the module doc).
+
+    The single ``PUT`` of a new key runs through here too (*batch* False: its audit detail
+    says so), so that one key registered alone or in a batch is judged by the same code.
+    """
     conn = session.connection()
     ids = sorted({k for k, _ in items if isinstance(k, str) and KEY_ID_RE.match(k)})
     gone: set[str] = set(conn.scalars(_READ_TOMBSTONES, {"ids": ids})) if ids else set()
@@ -193,7 +203,7 @@ def register_batch(
         except MDMError as exc:
             results.append(exc)
             details.append(f"{type(exc).__name__}: {exc.message}")
-    lost = insert_records(session, list(new_rows.values()))
+    lost = insert_records(session, [new_rows[k] for k in sorted(new_rows)])
     for i, (key_id, _) in enumerate(items):
         if key_id in lost and not isinstance(results[i], MDMError):
             late = DuplicateKey(f"key {key_id} was registered concurrently")
@@ -201,7 +211,7 @@ def register_batch(
     entries: list[Entry] = []
     for (key_id, _), res, detail in zip(items, results, details, strict=True):
         outcome = outcome_of(res) if isinstance(res, MDMError) else "granted"
-        entries.append(("register", key_id, outcome, f"{detail} (batch)"))
+        entries.append(("register", key_id, outcome, f"{detail} (batch)" if batch else detail))
     svc.audit.append_many(session, who=who, info=info, entries=entries)
     return results
 

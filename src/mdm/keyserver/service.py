@@ -45,7 +45,6 @@ from mdm.keyserver.registration import (
     check_key_id,
     check_upload,
     register_batch,
-    same_content,
     share_hash,
 )
 from mdm.keyserver.views import KeyView, acl_of, view_of
@@ -148,9 +147,22 @@ class KeyService:
     def register(
         self, who: Identity | None, info: RequestInfo, key_id: str, up: ShareUpload
     ) -> tuple[KeyView, bool]:
-        """Store this server's share; returns ``(view, created)``. Idempotent when identical."""
-        body = self._register_body(key_id, up)
-        return self._run(who, info, "repair" if up.repair else "register", key_id, body)
+        """Store this server's share; returns ``(view, created)``. Idempotent when identical.
+
+        A new key is judged and stored by ``register_batch`` (a batch of one), exactly as in
+        ``register_many``; only a repair (an admin override) has a body of its own.
+        """
+        if up.repair:
+            return self._run(who, info, "repair", key_id, self._repair_body(key_id, up))
+        if who is None:
+            exc = AuthenticationRequired("key servers need a client certificate")
+            self.record_refusal(who, info, "register", key_id, exc)
+            raise exc
+        with self.db.transaction(durable=True) as s:
+            (result,) = register_batch(self, s, who, info, [(key_id, up)], batch=False)
+        if isinstance(result, MDMError):
+            raise result
+        return result
 
     def register_many(
         self,
@@ -178,30 +190,21 @@ class KeyService:
         with self.db.transaction(durable=True) as s:
             return register_batch(self, s, who, info, items)
 
-    def _register_body(
+    def _repair_body(
         self, key_id: str, up: ShareUpload
     ) -> Callable[[Session, Identity], tuple[tuple[KeyView, bool], str]]:
-        """The body of one registration or repair (``PUT``), run by ``_run``."""
+        """The body of a repair (``PUT`` with ``repair``, admins only), run by ``_run``."""
 
         def body(s: Session, who: Identity) -> tuple[tuple[KeyView, bool], str]:
             check_upload(self.slot, key_id, up)
-            if up.repair:
-                if not self.policy.is_admin(who):
-                    raise PermissionDenied("repairing a share needs the key-server admin role")
-            elif not self.policy.may_create(who):
-                raise PermissionDenied("this caller may not register keys on this server")
+            if not self.policy.is_admin(who):
+                raise PermissionDenied("repairing a share needs the key-server admin role")
             if s.get(Tombstone, key_id) is not None:
                 raise DuplicateKey(f"key id {key_id} was deleted; key ids are never reused")
             rec = s.scalars(
                 select(KeyRecord).where(KeyRecord.key_id == key_id).with_for_update()
             ).one_or_none()
             now = datetime.now(UTC)
-            if rec is not None and not up.repair:
-                view = view_of(rec)
-                if not same_content(view, up, who):
-                    raise DuplicateKey(f"key {key_id} already exists with other content")
-                return (view, False), "already registered (identical)"
-            owner = up.owner if up.repair and up.owner else who.dn
             acl = AclDocument.build(key_id, up.acl_version, up.acl_prev, up.entries)
             wrapped = self.master.wrap(key_id, self.slot, up.share)
             if rec is None:
@@ -211,7 +214,7 @@ class KeyService:
                 acl = acl_of(rec)
             rec.slot, rec.wrapped, rec.k, rec.n, rec.kcv = self.slot, wrapped, up.k, up.n, up.kcv
             rec.share_hashes = json.dumps(list(up.share_hashes))
-            rec.owner = owner
+            rec.owner = up.owner or who.dn
             rec.acl_version, rec.acl_prev, rec.acl_digest = acl.version, acl.prev, acl.digest
             rec.acl_entries = json.dumps(acl.entries, sort_keys=True)
             rec.updated_at, rec.updated_by = now, who.dn
@@ -219,8 +222,7 @@ class KeyService:
                 s.flush()
             except sa_exc.IntegrityError as exc:  # a concurrent PUT won the insert
                 raise DuplicateKey(f"key {key_id} was registered concurrently") from exc
-            detail = "repair (admin override)" if up.repair else "registered"
-            return (view_of(rec), True), detail
+            return (view_of(rec), True), "repair (admin override)"
 
         return body
 
