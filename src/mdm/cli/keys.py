@@ -8,7 +8,6 @@ unless asked with ``--hex``; ``--json`` gives machine-readable output.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,17 +56,15 @@ def _with_problems(summary: str, problems: dict[int, Any]) -> str:
     return summary + "".join(f"\n  {p}" for p in problems.values())
 
 
-def _write_private(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write key material to *path* created with mode 0600 (never readable by others)."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+def _write_private(path: Path, key: bytes, *, overwrite: bool) -> None:
+    """``write_key_file`` (mode 0600, hex), its refusals as usage errors (exit status 2)."""
+    from mdm.crypto.keyfile import write_key_file
+    from mdm.errors import UsageError
+
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise click.UsageError(f"{path} already exists; refusing to overwrite a key") from None
-    except OSError as exc:
-        raise click.UsageError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+        write_key_file(path, key, overwrite=overwrite)
+    except UsageError as exc:
+        raise click.UsageError(exc.message) from None
 
 
 @click.group()
@@ -106,11 +103,9 @@ def register(
         key = new_key()
         _write_private(key_file, key, overwrite=False)
     else:
-        raw = key_file.read_bytes()
-        try:
-            key = bytes.fromhex(raw.decode().strip())
-        except (UnicodeDecodeError, ValueError):
-            key = raw
+        from mdm.crypto.keyfile import read_key_file
+
+        key = read_key_file(key_file)
     acl: dict[str, list[str]] = {}
     for p in readers:
         acl.setdefault(p, []).append("read")

@@ -52,13 +52,17 @@ def read_key_file(path: str | os.PathLike[str]) -> bytes:
     )
 
 
-def write_key_file(path: str | os.PathLike[str], key: bytes) -> None:
-    """Create *path* (mode 0600, must not exist) holding *key* as 64 hex digits and a newline."""
+def write_key_file(path: str | os.PathLike[str], key: bytes, *, overwrite: bool = False) -> None:
+    """Create *path* (mode 0600) holding *key* as 64 hex digits and a newline.
+
+    An existing *path* is refused unless *overwrite* (``mdm keys fetch --out``: the user asked
+    for that file to be written).
+    """
     if len(key) != _KEY_LEN:
         raise UsageError("an MDM file key is exactly 32 bytes")
     p = Path(path)
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL), 0o600)
     except FileExistsError:
         raise UsageError(f"key file {p} already exists; refusing to overwrite a key") from None
     except OSError as exc:

@@ -69,3 +69,15 @@ def test_group_readable_key_file_is_reported(tmp_path: Path) -> None:
     path.write_bytes(new_key())
     os.chmod(path, 0o644)
     assert not key_file_is_private(path)
+
+
+def test_overwrite_replaces_a_key_file_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    first, second = bytes(range(32)), bytes(range(32, 64))
+    write_key_file(path, first)
+    with pytest.raises(UsageError, match="already exists"):
+        write_key_file(path, second)
+    assert read_key_file(path) == first
+    write_key_file(path, second, overwrite=True)
+    assert read_key_file(path) == second
+    assert path.stat().st_mode & 0o777 == 0o600
