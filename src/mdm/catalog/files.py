@@ -170,18 +170,32 @@ def add_file(
     return entry, True
 
 
-def set_content(session: Session, caller: Caller, path: str, info: FileInfo) -> Entry:
-    """Record size, checksums and key id after a recall; a later recall must match them."""
+def content_changes(entry: Any, info: FileInfo) -> tuple[dict[str, Any], str | None]:
+    """The size, checksums and key id *info* adds to *entry* (an ``Entry`` or a row with those
+    columns), and the name of the first one that contradicts what is recorded (a later recall
+    must give the same), if any. Shared by ``set_content`` and the batch ``recalls.record``."""
     check_checksums(info.size, info.adler32, info.sha256)
-    entry = get_entry(session, caller, path)
-    access.require(session, caller, entry.path, Right.WRITE)
+    values: dict[str, Any] = {}
     for name in ("size", "adler32", "sha256", "key_id"):
         new, old = getattr(info, name), getattr(entry, name)
         if new is None:
             continue
         if old is not None and old != new:
-            raise ChecksumMismatch(f"{name} of {entry.path} differs from the registered one")
-        setattr(entry, name, new)
+            return values, name
+        if new != old:
+            values[name] = new
+    return values, None
+
+
+def set_content(session: Session, caller: Caller, path: str, info: FileInfo) -> Entry:
+    """Record size, checksums and key id after a recall; a later recall must match them."""
+    entry = get_entry(session, caller, path)
+    access.require(session, caller, entry.path, Right.WRITE)
+    values, conflict = content_changes(entry, info)
+    if conflict is not None:
+        raise ChecksumMismatch(f"{conflict} of {entry.path} differs from the registered one")
+    for name, value in values.items():
+        setattr(entry, name, value)
     session.flush()
     return entry
 

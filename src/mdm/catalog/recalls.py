@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from mdm.catalog import access, qido
+from mdm.catalog import access, qido, staging
 from mdm.catalog.access import Caller
-from mdm.catalog.files import FileInfo, check_checksums, replica_fields
+from mdm.catalog.files import FileInfo, content_changes, replica_fields
 from mdm.catalog.models import (
     Entry,
     Instance,
@@ -41,7 +41,6 @@ from mdm.catalog.models import (
     StageState,
     utcnow,
 )
-from mdm.errors import PermissionDenied
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +80,7 @@ def record(
     pinned_until: dt.datetime,
 ) -> Recorded:
     """Record the outcome of every file of a recalled batch; see the module docstring."""
-    if not (caller.service or caller.admin):
-        raise PermissionDenied("only service identities record recalls")
+    staging.require_worker(caller, "record recalls")
     ids = [i for item in items for i in item.file_ids]
     held = set(
         session.scalars(
@@ -150,7 +148,7 @@ def record(
             changes.staged(mine, StageState.COMPLETED, None)
             out.online.append(item.path)
             continue
-        reason = (reason or "failed")[:1000]
+        reason = staging.finished(StageState.FAILED, reason or "failed", changes.now)["reason"]
         changes.staged(mine, StageState.FAILED, reason)
         if entry is not None:
             replica = replicas.get(entry.id)
@@ -214,11 +212,8 @@ class _Changes:
         self.instances.append(values)
 
     def staged(self, file_ids: Sequence[int], state: StageState, reason: str | None) -> None:
-        for file_id in file_ids:
-            self.stage_files.append(
-                {"id": file_id, "state": state, "finished": self.now,
-                 "claim_expires": None, "reason": reason}
-            )  # fmt: skip
+        fields = staging.finished(state, reason, self.now)
+        self.stage_files += [{"id": file_id, **fields} for file_id in file_ids]
 
     def apply(self, session: Session) -> None:
         for model, rows in (
@@ -243,15 +238,11 @@ def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _content(entry: Any, info: FileInfo, changes: _Changes) -> str | None:
-    """Set size, checksums and key id on *entry*; the reason it cannot be done, if any."""
-    check_checksums(info.size, info.adler32, info.sha256)
-    values = {}
-    for name in ("size", "adler32", "sha256", "key_id"):
-        new, old = getattr(info, name), getattr(entry, name)
-        if new is not None and old is not None and old != new:
-            return f"{name} differs from the one recorded at the first recall"
-        if new is not None and new != old:
-            values[name] = new
+    """Set size, checksums and key id on *entry* (``files.content_changes``); the reason it
+    cannot be done, if any."""
+    values, conflict = content_changes(entry, info)
+    if conflict is not None:
+        return f"{conflict} differs from the one recorded at the first recall"
     if values:
         changes.entry(entry.id, values)
     return None

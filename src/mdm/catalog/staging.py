@@ -109,9 +109,21 @@ def cancel(
     return request
 
 
-def _require_worker(caller: Caller) -> None:
+def require_worker(caller: Caller, what: str = "claim staging work") -> None:
+    """Staging work (claims, outcomes, recall records) is for service identities only."""
     if not (caller.service or caller.admin):
-        raise PermissionDenied("only service identities claim staging work")
+        raise PermissionDenied(f"only service identities {what}")
+
+
+def finished(state: StageState, reason: str | None, now: dt.datetime) -> dict[str, Any]:
+    """The columns of a staging file that ends in *state* (the reason cut to what a grid
+    client is shown); shared by ``complete``, ``fail`` and the batch ``recalls.record``."""
+    return {
+        "state": state,
+        "finished": now,
+        "claim_expires": None,
+        "reason": None if reason is None else reason[:1000],
+    }
 
 
 def claim(
@@ -129,7 +141,7 @@ def claim(
     ``whole_series``: claim nothing unless every claimable file of that series fits in
     *limit* (a worker topping up a batch with more series must not split one).
     """
-    _require_worker(caller)
+    require_worker(caller)
     if limit < 1 or lease <= 0:
         raise UsageError("limit must be >= 1 and lease > 0")
     now = utcnow()
@@ -173,7 +185,7 @@ def claim(
 
 
 def _held(session: Session, caller: Caller, worker: str, file_id: int) -> StageFile:
-    _require_worker(caller)
+    require_worker(caller)
     f = session.get(StageFile, file_id)
     if f is None:
         raise NotFound(f"no staging file {file_id}")
@@ -196,7 +208,8 @@ def extend(
 
 def complete(session: Session, caller: Caller, worker: str, file_id: int) -> StageFile:
     f = _held(session, caller, worker, file_id)
-    f.state, f.finished, f.claim_expires, f.reason = StageState.COMPLETED, utcnow(), None, None
+    for name, value in finished(StageState.COMPLETED, None, utcnow()).items():
+        setattr(f, name, value)
     session.flush()
     return f
 
@@ -205,12 +218,8 @@ def fail(session: Session, caller: Caller, worker: str, file_id: int, reason: st
     if not reason.strip():
         raise UsageError("a failed staging file needs a reason")
     f = _held(session, caller, worker, file_id)
-    f.state, f.finished, f.claim_expires, f.reason = (
-        StageState.FAILED,
-        utcnow(),
-        None,
-        reason[:1000],
-    )
+    for name, value in finished(StageState.FAILED, reason, utcnow()).items():
+        setattr(f, name, value)
     session.flush()
     return f
 
