@@ -37,6 +37,7 @@ from mdm.errors import (
     VersionConflict,
 )
 from mdm.keyserver.models import AuditHead, AuditRecord
+from mdm.keyserver.policy import CANONICAL_JSON
 
 _GENESIS = "0" * 64
 _FIELDS = ("seq", "ts", "dn", "fqans", "client", "request_id", "op", "key_id", "outcome", "detail")
@@ -80,13 +81,8 @@ class RequestInfo:
     request_id: str = ""
 
 
-# json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True), built once: dumps
-# builds a new encoder per call, and a batch registration MACs one record per key.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
 def _mac(key: bytes, prev: str, fields: dict[str, object]) -> str:
-    blob = _CANONICAL.encode(fields)
+    blob = CANONICAL_JSON.encode(fields)
     return hmac.digest(key, prev.encode() + b"|" + blob.encode(), "sha256").hex()
 
 

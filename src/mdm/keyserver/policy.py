@@ -22,9 +22,10 @@ from mdm.acl import AclEntry, Identity, any_matches
 from mdm.errors import UsageError
 
 RIGHTS = ("read", "admin")
-# json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True), built once (a batch
-# registration digests one ACL per key; dumps would build an encoder per call)
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+#: json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True), built once: the ACL
+#: digests and the audit MACs of a batch registration encode one document per key, and dumps
+#: would build an encoder per call. Canonical, so every server computes the same bytes.
+CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 MAX_ENTRIES = 256
 
 
@@ -54,7 +55,7 @@ def canonical_entries(entries: Mapping[str, Sequence[str]]) -> dict[str, list[st
 
 def acl_digest(key_id: str, version: int, prev: str, entries: Mapping[str, list[str]]) -> str:
     doc = {"key_id": key_id, "version": version, "prev": prev, "entries": entries}
-    return hashlib.sha256(_CANONICAL.encode(doc).encode()).hexdigest()
+    return hashlib.sha256(CANONICAL_JSON.encode(doc).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
