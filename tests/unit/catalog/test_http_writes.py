@@ -609,3 +609,29 @@ def test_limits_match_the_columns_they_protect() -> None:
         kind = model.__table__.c[column].type
         assert isinstance(kind, String)
         assert kind.length == limit, (model, column)
+
+
+def test_every_route_is_described_in_openapi_and_nothing_else() -> None:
+    """Each ``catalog_*`` module keeps ``ROUTES`` and ``ROUTES_DOC`` side by side: a route
+    added without its description, or a description left behind, fails here. (One route may
+    serve several documented paths: ``/staging/files/{fid}/{outcome}``.)"""
+    import re
+
+    from starlette.routing import Route
+
+    from mdm.servers.catalog_app import openapi_schema, routes
+
+    def pattern(path: str) -> re.Pattern[str]:
+        return re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)) + "$")
+
+    served = [
+        (method.lower(), pattern(r.path), r.path)
+        for r in routes()
+        if isinstance(r, Route) and r.path not in ("/", "/openapi.json")
+        for method in (r.methods or set()) - {"HEAD"}
+    ]
+    documented = {(m, p) for p, ops in openapi_schema()["paths"].items() for m in ops}
+    for method, path in documented:
+        assert any(m == method and rx.match(path) for m, rx, _ in served), (method, path)
+    for method, rx, path in served:
+        assert any(m == method and rx.match(p) for m, p in documented), (method, path)
