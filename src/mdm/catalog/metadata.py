@@ -94,6 +94,12 @@ def _plain(dataset: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def instance_attrs(dataset: Mapping[str, Any], series_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """What an instance's JSON keeps: no bulk data, no typed columns, nothing its series
+    already says. Used at registration and when a recall brings the full header."""
+    return {t: e for t, e in _plain(dataset).items() if series_attrs.get(t) != e}
+
+
 # ---------------------------------------------------------------------------- registration
 
 
@@ -184,7 +190,7 @@ def register_instance(
         mods = [m for m in (study.modalities_in_study or "").split("\\") if m]
         if modality and modality not in mods:
             study.modalities_in_study = "\\".join(sorted([*mods, modality]))
-    own = {t: e for t, e in plain.items() if series.attrs.get(t) != e}
+    own = instance_attrs(dataset, series.attrs or {})
     icols = _columns(dataset, "instance")
     icols.pop("sop_instance_uid")
     session.add(

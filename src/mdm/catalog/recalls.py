@@ -27,9 +27,10 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from mdm.catalog import access, qido, staging
+from mdm.catalog import access, staging
 from mdm.catalog.access import Caller
 from mdm.catalog.files import FileInfo, content_changes, replica_fields
+from mdm.catalog.metadata import instance_attrs
 from mdm.catalog.models import (
     Entry,
     Instance,
@@ -198,13 +199,7 @@ class _Changes:
         self, row: Any, header: Mapping[str, Any], series: Mapping[str, Any] | None
     ) -> None:
         """The de-identified header: what the series does not already say, minus QIDO columns."""
-        series = series or {}
-        values: dict[str, Any] = {
-            "id": row.id,
-            "attrs": {
-                t: e for t, e in header.items() if t not in qido.BY_TAG and series.get(t) != e
-            },
-        }
+        values: dict[str, Any] = {"id": row.id, "attrs": instance_attrs(header, series or {})}
         for column, tag in _COLUMNS:
             value = (header.get(tag) or {}).get("Value")
             if value and getattr(row, column) is None:
