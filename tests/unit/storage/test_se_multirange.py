@@ -7,7 +7,6 @@ compared with the file. The app runs over the disk backend and over the catalog-
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from mdm.settings import Settings
 from mdm.storage import PosixNearline
 from mdm.workers import cache
 from mdm.workers.instance import service_caller
+from tests.helpers.multipart import byteranges
 from tests.unit.catalog.helpers import dataset
 from tests.unit.storage.conftest import ALICE, BIG, SERIES, Archive, InjectIdentity, as_
 
@@ -115,35 +115,9 @@ def test_the_cap_counts_the_specs_of_the_request() -> None:
 def parts_of(r: httpx.Response, size: int = SIZE) -> list[tuple[int, int, bytes]]:
     """``(first, last, bytes)`` of each part, read strictly: any framing error fails."""
     assert r.status_code == 206
-    ctype = r.headers["content-type"]
-    m = re.fullmatch(r"multipart/byteranges; boundary=([0-9A-Za-z]{1,70})", ctype)
-    assert m, ctype
-    delim = b"--" + m.group(1).encode()
-    body = r.content
-    assert int(r.headers["content-length"]) == len(body)
+    assert int(r.headers["content-length"]) == len(r.content)
     assert "content-range" not in r.headers
-    out: list[tuple[int, int, bytes]] = []
-    pos = 0
-    while True:
-        lead = b"\r\n" if out else b""
-        assert body[pos:].startswith(lead + delim), body[pos : pos + 80]
-        pos += len(lead + delim)
-        if body[pos:] == b"--\r\n":
-            return out
-        head_end = body.index(b"\r\n\r\n", pos)
-        lines = body[pos:head_end].decode("ascii").split("\r\n")
-        assert lines[0] == ""  # the CRLF that ends the delimiter line
-        assert lines[1:] == [
-            "Content-Type: application/octet-stream",
-            lines[2],
-        ]  # davix: Content-Range is the last header line of a part
-        cr = re.fullmatch(r"Content-Range: bytes (\d+)-(\d+)/(\d+)", lines[2])
-        assert cr, lines[2]
-        first, last = int(cr.group(1)), int(cr.group(2))
-        assert int(cr.group(3)) == size
-        pos = head_end + 4
-        out.append((first, last, body[pos : pos + last - first + 1]))
-        pos += last - first + 1
+    return byteranges(r.content, r.headers["content-type"], size)
 
 
 async def get(client: httpx.AsyncClient, rng: str, **headers: str) -> httpx.Response:
