@@ -69,21 +69,14 @@ def _checked(key: bytes, acl: Mapping[str, Sequence[str]] | None) -> dict[str, l
     return {aclmod.normalize_principal(p): aclmod.check_rights(r) for p, r in (acl or {}).items()}
 
 
-def _prepared(
-    key_id: str, key: bytes, shares: Sequence[bytes], entries: dict[str, list[str]], k: int
-) -> Prepared:
-    raw = tuple(shares)
-    hv = tuple(share_hash(key_id, share[-1], share) for share in raw)
-    return Prepared(key_id, raw, hv, k, len(raw), key_check_value(key, key_id), entries)
-
-
 def prepare(
     key_id: str, key: bytes, acl: Mapping[str, Sequence[str]] | None, *, n: int, k: int
 ) -> Prepared:
-    """Check and split *key* (``UsageError`` for a bad key length or ACL)."""
-    entries = _checked(key, acl)
-    shares = split(key, n, k, xs=range(1, n + 1))
-    return _prepared(key_id, key, [s.to_bytes() for s in shares], entries, k)
+    """Check and split *key* (``UsageError`` for a bad key length or ACL): a batch of one."""
+    ready, refused = prepare_many([(key_id, key, acl)], n=n, k=k)
+    if refused:
+        raise refused[key_id]
+    return ready[0]
 
 
 def prepare_many(
@@ -114,8 +107,9 @@ def prepare_many(
     start = 0
     for key_id, key, entries in good:
         end = start + len(key)
-        cut = [share[start:end] + share[-1:] for share in shares]  # y slice || x
-        out.append(_prepared(key_id, key, cut, entries, k))
+        cut = tuple(share[start:end] + share[-1:] for share in shares)  # y slice || x
+        hv = tuple(share_hash(key_id, share[-1], share) for share in cut)
+        out.append(Prepared(key_id, cut, hv, k, n, key_check_value(key, key_id), entries))
         start = end
     return out, refused
 
