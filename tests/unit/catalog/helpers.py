@@ -174,6 +174,21 @@ def dbs(catalog_url: str) -> Iterator[CatalogDatabases]:
         databases.dispose()
 
 
+@pytest.fixture(scope="module")
+def app(dbs: CatalogDatabases) -> Any:
+    """The catalog app on *dbs*, with ADMIN and SERVICE in their roles, taking the caller's
+    identity from test headers (``identity_headers``) instead of a TLS handshake."""
+    from mdm.servers.catalog_app import create_app
+    from mdm.settings import CatalogSettings, Settings
+
+    settings = Settings(
+        catalog=CatalogSettings(
+            database_url=dbs.catalog.url, admin_dns=(ADMIN.dn,), service_dns=(SERVICE.dn,)
+        )
+    )
+    return with_test_identity(create_app(settings, databases=dbs))
+
+
 @pytest.fixture
 def empty_queue(dbs: CatalogDatabases) -> CatalogDatabases:
     with dbs.catalog.session(write=True) as s:

@@ -26,24 +26,21 @@ from mdm.catalog import access
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.models import Entry, Replica, StageFile
 from mdm.servers import catalog_staging
-from mdm.servers.catalog_app import create_app
 from mdm.servers.catalog_service import MAX_BODY
-from mdm.settings import CatalogSettings, Settings
 from tests.unit.catalog.helpers import (
-    ADMIN,
     ALICE,
     BOB,
     EVE,
     SERVICE,
     SyncASGITransport,
+    app,
     dataset,
     dbs,
     empty_queue,
     identity_headers,
-    with_test_identity,
 )
 
-__all__ = ["dbs", "empty_queue"]
+__all__ = ["app", "dbs", "empty_queue"]
 
 # Writes here use their own study, so the seeded corpus the other modules read stays intact.
 STUDY = "2.25.7700"
@@ -59,16 +56,6 @@ _sops = itertools.count(1)
 @pytest.fixture(scope="module")
 def catalog_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('writes')}/catalog.db"
-
-
-@pytest.fixture(scope="module")
-def app(dbs: CatalogDatabases) -> Any:
-    settings = Settings(
-        catalog=CatalogSettings(
-            database_url=dbs.catalog.url, admin_dns=(ADMIN.dn,), service_dns=(SERVICE.dn,)
-        )
-    )
-    return with_test_identity(create_app(settings, databases=dbs))
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,6 @@ from mdm.errors import (
     PermissionDenied,
     UsageError,
 )
-from mdm.servers.catalog_app import create_app
-from mdm.settings import CatalogSettings, Settings
 from tests.unit.catalog.helpers import (
     ADMIN,
     ALICE,
@@ -40,30 +38,20 @@ from tests.unit.catalog.helpers import (
     SAM,
     SERVICE,
     SyncASGITransport,
+    app,
     dataset,
     dbs,
     identity_headers,
     original,
-    with_test_identity,
 )
 
-__all__ = ["dbs"]
+__all__ = ["app", "dbs"]
 FILE = f"/dicom/{S1}/{S1_MR}/2.25.3011"
 
 
 @pytest.fixture(scope="module")
 def catalog_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('svc')}/catalog.db"
-
-
-@pytest.fixture(scope="module")
-def app(dbs: CatalogDatabases) -> Any:
-    settings = Settings(
-        catalog=CatalogSettings(
-            database_url=dbs.catalog.url, admin_dns=(ADMIN.dn,), service_dns=(SERVICE.dn,)
-        )
-    )
-    return with_test_identity(create_app(settings, databases=dbs))
 
 
 @pytest.fixture(scope="module")
