@@ -34,8 +34,10 @@ class Retrieval:
     """Iterate over the instances of a retrieval running in a background thread.
 
     At most *buffer* instances wait in memory; when the consumer is slower, the PACS is
-    throttled through the sink. ``reports`` is filled once the iteration is exhausted. Leaving
-    the loop early cancels the rest: further instances are refused (the PACS sees 0xA700).
+    throttled through the sink (with the dcmtk engine getscu keeps receiving into its spool
+    meanwhile). ``reports`` is filled once the iteration is exhausted. Leaving the loop early
+    cancels the rest: with pynetdicom further instances are refused (the PACS sees 0xA700);
+    with dcmtk getscu is killed, which aborts its association.
     """
 
     def __init__(self, pacs: Pacs, requests: Sequence[RetrieveRequest], buffer: int) -> None:
