@@ -57,7 +57,11 @@ def test_instances_arrive_whole_and_reconciled_and_the_spool_stays_private(
 
     def sink(instance: ReceivedInstance) -> None:
         received[instance.sop_instance_uid] = instance
-        modes.update(stat.S_IMODE(os.stat(p).st_mode) for p in tmp_path.iterdir())
+        for spool in tmp_path.iterdir():
+            try:  # the other association's spool may be removed between listing and stat
+                modes.add(stat.S_IMODE(os.stat(spool).st_mode))
+            except FileNotFoundError:
+                continue
 
     studies = sorted({row.study_uid for row, _ in corpus.values()})  # type: ignore[misc]
     reports = pacs(orthanc, tmp_path, max_associations=2).retrieve(
