@@ -153,7 +153,7 @@ class DicomSettings:
     port: int = 0  # our storage SCP (C-MOVE destination, receiver)
     pacs: Mapping[str, PacsSettings] = field(default_factory=dict)
     getscu: str = "getscu"  # the dcmtk program of engine = "dcmtk"
-    spool_dir: str = ""  # engine "dcmtk": where originals land briefly; "": system temp dir
+    spool_dir: str = ""  # engine "dcmtk": where originals land briefly; "": /dev/shm or temp dir
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,19 @@ def test_the_file_meta_uids_are_read_from_the_bytes_as_pydicom_reads_them(tmp_pa
         assert uids[0x0010] == meta.TransferSyntaxUID
     assert getscu.file_meta_uids(b"\0" * 132) == {}
     assert getscu.file_meta_uids(b"\0" * 128 + b"DICM" + b"\x02\x00\x10") == {}, "truncated"
+
+
+def test_the_default_spool_is_the_tmpfs_when_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    free = os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize
+    monkeypatch.setattr(getscu, "SHM_MIN_FREE", free // 2)
+    assert getscu.default_spool_root(str(shm)) == str(shm)
+    monkeypatch.setattr(getscu, "SHM_MIN_FREE", free * 2)
+    assert getscu.default_spool_root(str(shm)) == tempfile.gettempdir(), "too small: temp dir"
+    missing = tmp_path / "no-shm"
+    assert getscu.default_spool_root(str(missing)) == tempfile.gettempdir()
