@@ -36,7 +36,7 @@ from mdm.catalog.models import (
     StageState,
     utcnow,
 )
-from mdm.errors import Conflict, NotFound, PermissionDenied, UsageError
+from mdm.errors import Conflict, FileNotFound, NotFound, PermissionDenied, UsageError
 
 TERMINAL = frozenset({StageState.COMPLETED, StageState.FAILED, StageState.CANCELLED})
 MAX_FILES = 10000
@@ -57,11 +57,16 @@ def submit(session: Session, caller: Caller, paths: Sequence[str]) -> StageReque
         raise UsageError(f"at most {MAX_FILES} files per staging request")
     now = utcnow()
     request = StageRequest(id=str(uuid.uuid4()), caller=caller.name, created=now)
-    for path in dict.fromkeys(paths):
-        entry = files.get_entry(session, caller, path)
+    names = list(dict.fromkeys(paths))
+    grants = access.Grants(session, caller)  # entries, replicas, grants: a few queries in all
+    for path, entry in zip(
+        names, files.find_entries(session, grants, names, replicas=True), strict=True
+    ):
+        if entry is None:
+            raise FileNotFound(f"no such entry: {path}", path=path)
         if entry.kind.value != "file":
             raise UsageError(f"{path} is a directory: stage its files", path=path)
-        access.require(session, caller, entry.path, Right.READ)
+        grants.require(entry.path, Right.READ)
         parts = access.split_path(entry.path)
         done = _online(entry, now)
         request.files.append(

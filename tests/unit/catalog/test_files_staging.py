@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from mdm.catalog import files, staging
 from mdm.catalog.db import CatalogDatabases
@@ -186,6 +186,50 @@ def test_staging_needs_read_and_skips_online_files(empty_queue: CatalogDatabases
         request = staging.submit(s, caller(BOB), [path])
         assert request.files[0].state is StageState.COMPLETED
         assert staging.claim(s, caller(SERVICE), "w", limit=5) == []
+
+
+def test_a_large_staging_request_is_read_in_a_few_queries_and_judged_in_order(
+    empty_queue: CatalogDatabases,
+) -> None:
+    """A Tape REST stage request of thousands of files: its entries, replicas and grants are
+    read a few hundred per query (it was four queries per file for a user), and the first bad
+    name is still the one reported, whatever the bad names after it."""
+    dbs = empty_queue
+    paths = [_register(dbs, "2.25.93", f"2.25.93{i}", f"2.25.93{i}{j:03d}")[0]
+             for i in range(3) for j in range(40)]  # fmt: skip
+    statements: list[str] = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(dbs.catalog.engine, "before_cursor_execute", listen)
+    try:
+        with dbs.catalog.session(write=True) as s:
+            statements.clear()
+            request = staging.submit(s, caller(BOB), [*paths, paths[0]])  # a repeat is one file
+            reads = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+    finally:
+        event.remove(dbs.catalog.engine, "before_cursor_execute", listen)
+    assert [f.path for f in request.files] == paths
+    assert {f.state for f in request.files} == {StageState.SUBMITTED}
+    assert len(reads) <= 4, reads  # entries, replicas, grants (was 4 x 120)
+    with dbs.catalog.session() as s:
+        guid = files.get_entry(s, caller(ADMIN), paths[5]).guid
+    with dbs.catalog.session(write=True) as s:
+        by_guid = staging.submit(s, caller(BOB), [guid])
+        assert [f.path for f in by_guid.files] == [paths[5]]
+
+    missing, directory = paths[0] + "9", paths[0].rsplit("/", 1)[0]
+    for names, error, named in (
+        ([paths[1], missing, directory], FileNotFound, missing),
+        ([paths[1], directory, missing], UsageError, directory),
+    ):
+        with pytest.raises(error) as info, dbs.catalog.session(write=True) as s:
+            staging.submit(s, caller(BOB), names)
+        assert named in str(info.value)
+    with pytest.raises(FileNotFound), dbs.catalog.session(write=True) as s:
+        staging.submit(s, caller(EVE), paths[:3])  # no list right: not found, no probing
+    with pytest.raises(PermissionDenied), dbs.catalog.session(write=True) as s:
+        staging.submit(s, caller(ALICE), [f"/dicom/{S1}/{S1_MR}/2.25.3011"])  # list, no read
+    with dbs.catalog.session() as s:
+        assert s.scalar(select(func.count(StageFile.id))) == 121, "nothing queued by the refusals"
 
 
 def test_two_workers_claiming_at_once_never_get_the_same_file(
