@@ -12,6 +12,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from mdm.dicom.anonymize import Anonymizer, IdentityRecord, Options
 from mdm.errors import InvalidDicom
@@ -198,6 +199,38 @@ def test_deidentification_attributes(anonymizer) -> None:
     anonymizer(retain_long_full_dates=True).anonymize(ds3)
     assert ds3.LongitudinalTemporalInformationModified == "UNMODIFIED"
     assert ds3.StudyDate == "20200102"
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_marks_put_in_as_raw_elements_equal_the_elements_built_one_by_one(
+    anonymizer, syntax: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset read from bytes (what a PACS sends) gets the de-identification elements as
+    raw elements encoded once per encoding; they read, and write, as the ones built by pydicom."""
+    source = make_ct()
+    source.file_meta.TransferSyntaxUID = syntax
+    buf = io.BytesIO()
+    source.save_as(buf, enforce_file_format=True)
+
+    def run(raw: bool) -> tuple[bytes, Dataset]:
+        an = anonymizer(retain_long_modified_dates=True, clean_descriptors=True)
+        if not raw:
+            monkeypatch.setattr(an, "_raw_marks", lambda encoding: None)
+        ds = dcmread(io.BytesIO(buf.getvalue()))
+        an.anonymize(ds)
+        assert (type(ds._dict[Tag(0x00120064)]) is RawDataElement) is raw
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue(), ds
+
+    (fast, a), (slow, b) = run(True), run(False)
+    assert fast == slow
+    for ds in (a, dcmread(io.BytesIO(fast))):
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+        assert ds.DeidentificationMethod == b.DeidentificationMethod
+        codes = [i.CodeValue for i in ds.DeidentificationMethodCodeSequence]
+        assert codes == ["113100", "113107", "113105"]
 
 
 def test_clean_descriptors_scrubs_the_patients_own_identifiers(anonymizer) -> None:

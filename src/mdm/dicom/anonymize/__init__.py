@@ -17,6 +17,7 @@ docs/anonymization.md for what is done, what is refused, and the limits.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import warnings
@@ -27,6 +28,9 @@ from typing import Any
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from mdm.dicom.anonymize import burned_in
@@ -168,6 +172,7 @@ class Anonymizer:
         )
         self._method = self.profile.method_description()
         self._codes = self.profile.method_codes()
+        self._marks: dict[tuple[bool | None, bool | None], dict[int, Any]] = {}
 
     def describe(self) -> str:
         """One line for the audit log: edition, source hash, options (no patient data)."""
@@ -248,7 +253,35 @@ class Anonymizer:
         return self._pseudo_uid(uid)
 
     def _mark(self, ds: Dataset) -> None:
-        """PS3.15 E.1.1 / PS3.3 C.12.1: say that, and how, the instance was de-identified."""
+        """PS3.15 E.1.1 / PS3.3 C.12.1: say that, and how, the instance was de-identified.
+
+        The same five elements for every instance: in a little-endian dataset still in the
+        encoding and character set it was read in (what a PACS sends), they are put in as raw
+        elements encoded once per encoding (``_raw_marks``), which spares building them
+        through pydicom per instance and lets ``encode`` write them as bytes. Same bytes."""
+        raw = self._raw_marks(ds.original_encoding)
+        if raw is not None and ds.original_character_set == ds._character_set:
+            for tag, elem in raw.items():
+                ds[tag] = elem
+            return
+        self._mark_elements(ds)
+
+    def _raw_marks(self, encoding: tuple[bool | None, bool | None]) -> dict[int, Any] | None:
+        if encoding not in ((False, True), (True, True)):
+            return None  # big endian, or a dataset built in memory: element by element
+        raw = self._marks.get(encoding)
+        if raw is None:
+            built = Dataset()
+            self._mark_elements(built)
+            out = DicomBytesIO()
+            out.is_implicit_VR, out.is_little_endian = encoding
+            write_dataset(out, built)
+            implicit, little = encoding
+            read = read_dataset(io.BytesIO(out.getvalue()), bool(implicit), bool(little))
+            raw = self._marks[encoding] = {int(tag): read.get_item(tag) for tag in read.keys()}  # noqa: SIM118 - the tags, not the elements
+        return raw
+
+    def _mark_elements(self, ds: Dataset) -> None:
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = self._method
         items = []

@@ -31,7 +31,18 @@ MAX_SHIFT_DAYS = 3652
 class Pseudonymizer:
     """All keyed pseudonyms of one site secret; thread-safe (no mutable state but caches)."""
 
-    __slots__ = ("_code", "_date", "_patient", "_text", "_uid", "uid")
+    __slots__ = (
+        "_code",
+        "_date",
+        "_patient",
+        "_text",
+        "_uid",
+        "code",
+        "patient_id",
+        "person_name",
+        "text",
+        "uid",
+    )
 
     def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, bytes | bytearray) or len(secret) < _MIN_SECRET:
@@ -46,8 +57,13 @@ class Pseudonymizer:
         self._text = sub(b"text")
         self._date = sub(b"date")
         self._code = sub(b"code")
-        # UIDs repeat across the instances of a series: a bounded cache spares the HMAC.
+        # UIDs, names, IDs and descriptions repeat across the instances of a series: bounded
+        # caches spare the HMAC and the base32 (pure Python), per value.
         self.uid = lru_cache(maxsize=65536)(self._uid_uncached)
+        self.patient_id = lru_cache(maxsize=4096)(self._patient_id)
+        self.text = lru_cache(maxsize=65536)(self._text_uncached)
+        self.person_name = lru_cache(maxsize=4096)(self._person_name)
+        self.code = lru_cache(maxsize=4096)(self._code_uncached)
 
     def _mac(self, key: bytes, value: str) -> bytes:
         return hmac.new(key, value.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
@@ -59,7 +75,7 @@ class Pseudonymizer:
         digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
         return "2.25." + str(int.from_bytes(digest, "big"))
 
-    def patient_id(self, patient_key: str) -> str:
+    def _patient_id(self, patient_key: str) -> str:
         """Pseudonymous Patient ID: ``MDM`` + 20 base32 characters (100 bits of HMAC)."""
         return "MDM" + _b32(self._mac(self._patient, "id\x00" + patient_key), 20)
 
@@ -67,15 +83,15 @@ class Pseudonymizer:
         """Pseudonymous Patient's Name, derived from the pseudonymous ID (PN: family^given)."""
         return "ANONYMOUS^" + self.patient_id(patient_key)
 
-    def text(self, value: str, length: int) -> str:
+    def _text_uncached(self, value: str, length: int) -> str:
         """A keyed dummy for a free-text or ID value, upper-case base32, at most *length*."""
         return _b32(self._mac(self._text, value), max(1, min(length, 26)))
 
-    def person_name(self, value: str) -> str:
+    def _person_name(self, value: str) -> str:
         """Keyed dummy for any other person name: the same person keeps the same dummy."""
         return "ANON^" + _b32(self._mac(self._text, "pn\x00" + value), 12)
 
-    def code(self, value: str) -> str:
+    def _code_uncached(self, value: str) -> str:
         """Keyed dummy for a code value that identifies a person or device (SH, 16)."""
         return "C" + _b32(self._mac(self._code, value), 15)
 
