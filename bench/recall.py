@@ -11,6 +11,11 @@ the moment the staging requests are queued until every file is ONLINE (checksumm
 registered with 3-of-5 shares on 4 servers, metadata stored). getscu and plain pynetdicom
 only write the received files to disk. Orthanc, the key servers and the clients share the
 cores, which favours the low-CPU dcmtk client.
+
+The references run on a warm Orthanc (one untimed getscu pass first: the first retrieval after
+the upload ran at about half the speed of the next ones), once before and once after the MDM
+recall; the ratios are against the mean of the two, so that a machine that speeds up or slows
+down during the run (these are shared) moves the reference with it. Both times are printed.
 """
 
 from __future__ import annotations
@@ -276,30 +281,39 @@ def main() -> None:
                 )
                 dbs.dispose()
 
-                results: dict[str, float] = {}
-                cpu: dict[str, Cpu] = {}
                 ks_pids = [p.pid for p in fleet.procs.values()]
-                for name, fn in (
-                    ("dcmtk getscu", lambda o: run_getscu(orthanc, studies, o)),
-                    ("plain pynetdicom C-GET", lambda o: run_plain_pynetdicom(orthanc, studies, o)),
-                ):
+                references = {
+                    "dcmtk getscu": lambda o: run_getscu(orthanc, studies, o),
+                    "plain pynetdicom C-GET": lambda o: run_plain_pynetdicom(orthanc, studies, o),
+                }
+
+                def reference(name: str) -> tuple[float, Cpu]:
                     out = base / "out"
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()
-                    with Cpu(orthanc.pid, ks_pids) as cpu[name]:
+                    with Cpu(orthanc.pid, ks_pids) as used:
                         t0 = time.perf_counter()
-                        got = fn(out)
-                        results[name] = time.perf_counter() - t0
+                        got = references[name](out)
+                        seconds = time.perf_counter() - t0
                     if got != len(rows):
                         raise SystemExit(f"{name}: received {got} of {len(rows)} instances")
+                    return seconds, used
+
+                warm, _ = reference("dcmtk getscu")
+                print(f"warm-up getscu pass (untimed in the ratios): {len(rows) / warm:.1f} inst/s")
+                before = {name: reference(name) for name in references}
                 mdm_name = f"MDM recall, {args.workers}x{args.threads} threads, {args.engine}"
-                cpu[mdm_name] = Cpu(orthanc.pid, ks_pids)
+                mdm_cpu = Cpu(orthanc.pid, ks_pids)
                 seconds, online = recall(
-                    settings_file, settings, args.workers, args.threads, cpu[mdm_name]
+                    settings_file, settings, args.workers, args.threads, mdm_cpu
                 )
                 if online != len(rows):
                     raise SystemExit(f"recall: {online} of {len(rows)} files ONLINE")
+                after = {name: reference(name) for name in references}
+                results = {name: (before[name][0] + after[name][0]) / 2 for name in references}
                 results[mdm_name] = seconds
+                cpu = {name: before[name][1] for name in references}
+                cpu[mdm_name] = mdm_cpu
                 keys_per_s = key_rate(settings, min(len(rows), 200))
                 batched_per_s = key_rate_batched(settings, max(len(rows), 640))
         finally:
@@ -316,6 +330,10 @@ def main() -> None:
         f"key servers alone, batched: {batched_per_s:.1f} keys/s (register_many, 64 keys per "
         "call, 2 threads: what the workers do, one call per series)"
     )
+    print("references, before / after the MDM recall (the ratios use their mean):")
+    for name in references:
+        b, a = before[name][0], after[name][0]
+        print(f"  {name:42s} {len(rows) / b:7.1f} / {len(rows) / a:7.1f} inst/s")
     print(f"{len(rows)} instances, {total / 1e6:.1f} MB, one run:")
     print(f"{'path':44s} {'s':>7s} {'inst/s':>7s} {'MB/s':>6s} {'x getscu':>8s} {'x plain':>8s}")
     for name, sec in results.items():
@@ -325,7 +343,10 @@ def main() -> None:
         )
     n = len(rows)
     plain_cpu = cpu["plain pynetdicom C-GET"].client
-    print("\nCPU ms per instance (user + system): the client side, the PACS, the key servers")
+    print(
+        "\nCPU ms per instance (user + system): the client side, the PACS, the key servers "
+        "(references: their run before the recall)"
+    )
     print(f"{'path':44s} {'client':>7s} {'Orthanc':>7s} {'keys':>7s} {'all':>7s} {'x plain':>8s}")
     for name, c in cpu.items():
         every = c.client + c.pacs + c.keys

@@ -196,6 +196,9 @@ def generate(spec: CorpusSpec) -> Iterator[tuple[CorpusInstance, Dataset]]:
                     ds.FrameOfReferenceUID = frame_uid
                     ds.SeriesNumber = r + 1
                     ds.SeriesDescription = f"{modality} {body_part.lower()} {r + 1}"
+                    # A sequence the profile keeps, as real instances have many: how a
+                    # receiver encodes its lengths must not change the anonymized bytes.
+                    ds.AnatomicRegionSequence = Sequence([_region(body_part)])
                     ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = ds.StudyDate
                     ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = time
                     ds.BodyPartExamined = body_part
@@ -214,6 +217,19 @@ def generate(spec: CorpusSpec) -> Iterator[tuple[CorpusInstance, Dataset]]:
                         modality=modality,
                     )
                     yield row, ds
+
+
+#: SNOMED CT codes of the body parts (CID 4031).
+_REGION_CODES = {"CHEST": "51185008", "ABDOMEN": "818981001", "HEAD": "69536005",
+                 "PELVIS": "816092008"}  # fmt: skip
+
+
+def _region(body_part: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = _REGION_CODES[body_part]
+    item.CodingSchemeDesignator = "SCT"
+    item.CodeMeaning = body_part.title()
+    return item
 
 
 def _copy(ds: Dataset) -> Dataset:
