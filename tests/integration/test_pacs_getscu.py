@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mdm.dicom import getscu
 from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
 from mdm.dicom.pacs import Pacs
 from mdm.dicom.retrieve import RetrieveRequest
@@ -134,3 +135,13 @@ def test_a_pacs_that_does_not_listen_is_a_transport_error(tmp_path: Path) -> Non
     with pytest.raises(TransportError, match="cannot reach PACS 'nobody'"):
         nobody.retrieve([request], print)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_getscu_runs_with_the_small_dictionary_built_from_dcmtks() -> None:
+    """The Debian dcmtk's dicom.dic is found, and the retrievals above ran with the small
+    dictionary built from it (``getscu.environment`` is what every run gets)."""
+    require_tool("getscu", package="dcmtk")
+    small = getscu.small_dictionary()
+    assert small is not None, "dcmtk's dicom.dic not found: getscu would load everything"
+    assert getscu.environment()["DCMDICTPATH"] == str(small)
+    assert "CommandGroupLength" in small.read_text(encoding="latin-1")

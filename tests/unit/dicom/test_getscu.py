@@ -174,3 +174,45 @@ def test_the_default_spool_is_the_tmpfs_when_it_has_room(
     assert getscu.default_spool_root(str(shm)) == tempfile.gettempdir(), "too small: temp dir"
     missing = tmp_path / "no-shm"
     assert getscu.default_spool_root(str(missing)) == tempfile.gettempdir()
+
+
+def test_getscu_gets_a_dictionary_of_what_it_parses_with_bit_preserving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built from dcmtk's own dicom.dic: its command, meta and key lines only (same names and
+    VRs), rebuilt if a temp cleaner removed it; no dictionary found: getscu's default."""
+    source = tmp_path / "dicom.dic"
+    source.write_text(
+        "# dcmtk data dictionary\n"
+        "(0000,0000)\tUL\tCommandGroupLength\t1\tDICOM\n"
+        "(0000,0900)\tUS\tStatus\t1\tDICOM\n"
+        "(0002,0010)\tUI\tTransferSyntaxUID\t1\tDICOM\n"
+        "(0008,0052)\tCS\tQueryRetrieveLevel\t1\tDICOM\n"
+        "(0010,0010)\tPN\tPatientName\t1\tDICOM\n"
+        "(0020,000D)\tUI\tStudyInstanceUID\t1\tDICOM\n"
+        '(0029,"SIEMENS CSA HEADER",10)\tOB\tCSAImageHeaderInfo\t1\tPrivateTag\n'
+        + "".join(f"(0000,{n:04X})\tUS\tFiller{n}\t1\tDICOM\n" for n in range(0x1000, 0x1040)),
+        encoding="latin-1",
+    )
+    monkeypatch.setattr(getscu, "_small", [])
+    monkeypatch.setattr(getscu, "DICTIONARY_GLOBS", ())
+    monkeypatch.setenv("DCMDICTPATH", f"/nowhere/dicom.dic{os.pathsep}{source}")
+    small = getscu.small_dictionary()
+    assert small is not None
+    assert small != source
+    lines = small.read_text(encoding="latin-1").splitlines()
+    assert "(0000,0900)\tUS\tStatus\t1\tDICOM" in lines
+    assert "(0008,0052)\tCS\tQueryRetrieveLevel\t1\tDICOM" in lines
+    assert "(0020,000D)\tUI\tStudyInstanceUID\t1\tDICOM" in lines
+    assert not [line for line in lines if "PatientName" in line or "SIEMENS" in line]
+    assert len(lines) == 5 + 0x40
+    assert getscu.environment()["DCMDICTPATH"] == str(small)
+    small.unlink()
+    again = getscu.small_dictionary()
+    assert again is not None
+    assert again.exists(), "rebuilt once removed"
+
+    monkeypatch.setattr(getscu, "_small", [])
+    monkeypatch.delenv("DCMDICTPATH")
+    assert getscu.small_dictionary() is None
+    assert "DCMDICTPATH" not in getscu.environment(), "none found: getscu's own default"
