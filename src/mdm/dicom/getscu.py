@@ -37,6 +37,7 @@ missing instance alone to tell which ones fail.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import shutil
@@ -52,6 +53,8 @@ from mdm.dicom.scp import ReceivedInstance, Sink
 from mdm.dicom.scu import Peer
 from mdm.errors import AssociationRejected, ConfigError, TransportError
 from mdm.settings import PacsSettings
+
+logger = logging.getLogger(__name__)
 
 #: dcmtk's text for a final C-GET status -> the status code it stands for (PS3.4 C.4.3.1.4).
 STATUS_CODES = {
@@ -97,7 +100,9 @@ def get(
     its association aborts, so the PACS stops sending instead of filling the spool.
     """
     report = RetrieveReport(peer.name, "c-get", request, request.expected_uids())
-    spool = Path(tempfile.mkdtemp(prefix="mdm-getscu-", dir=spool_root or default_spool_root()))
+    root = spool_root or default_spool_root()
+    sweep_spools(root)
+    spool = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=root))
     start = time.perf_counter()
     try:
         with subprocess.Popen(
@@ -121,6 +126,46 @@ def get(
         report.seconds = time.perf_counter() - start
     _finish(report, log, proc.returncode, peer)
     return report
+
+
+#: Spool directories are named ``mdm-getscu-<pid>-<random>``: the pid says whose they are.
+SPOOL_PREFIX = "mdm-getscu-"
+_SPOOL = re.compile(re.escape(SPOOL_PREFIX) + r"(?P<pid>\d+)-")
+_swept: set[str] = set()  # spool roots swept by this process
+
+
+def sweep_spools(root: str) -> list[str]:
+    """Remove the spools a dead process left in *root* (once per root and process); returns
+    their names.
+
+    A worker killed mid-retrieval leaves its spool behind, originals included; on tmpfs that
+    also holds memory until the next boot. A spool is removed only if it is ours (same owner)
+    and its process is gone; a pid reused by a live process keeps it (left, not lost)."""
+    if root in _swept:
+        return []
+    _swept.add(root)
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return []
+    for entry in entries:
+        match = _SPOOL.match(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(match["pid"]), 0)
+            continue  # its process lives
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+        except OSError:
+            continue  # gone meanwhile, or a live process of another user
+    if removed:
+        logger.info("removed %d spool(s) left by dead workers in %s", len(removed), root)
+    return removed
 
 
 def environment() -> dict[str, str]:

@@ -216,3 +216,29 @@ def test_getscu_gets_a_dictionary_of_what_it_parses_with_bit_preserving(
     monkeypatch.delenv("DCMDICTPATH")
     assert getscu.small_dictionary() is None
     assert "DCMDICTPATH" not in getscu.environment(), "none found: getscu's own default"
+
+
+def test_spools_left_by_dead_workers_are_swept_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f"mdm-getscu-{dead.pid}-k2j4"
+    (left / "sub").mkdir(parents=True)
+    (left / "CT.1.2.3").write_bytes(b"original")
+    mine = tmp_path / f"mdm-getscu-{os.getpid()}-a1b2"
+    mine.mkdir()
+    not_a_spool = tmp_path / "mdm-getscu-notapid"
+    not_a_spool.mkdir()
+    a_file = tmp_path / f"mdm-getscu-{dead.pid}-file"
+    a_file.write_bytes(b"")
+    monkeypatch.setattr(getscu, "_swept", set())
+    assert getscu.sweep_spools(str(tmp_path)) == [left.name]
+    assert not left.exists()
+    assert mine.is_dir() and not_a_spool.is_dir() and a_file.is_file()  # noqa: PT018
+    left.mkdir()
+    assert getscu.sweep_spools(str(tmp_path)) == [], "once per root and process"
+    assert left.is_dir()
