@@ -8,16 +8,15 @@ CPU in a process of its own, on another core (``bench/recall.py`` and
 ``engine = "dcmtk"`` (C-GET only); the protocol, the PACS's view and the reconciliation are
 the same as with the pynetdicom engine.
 
-How. One ``getscu`` process per request (one association), writing into a fresh private
-spool directory (mode 0700; under ``dicom.spool_dir``, by default ``/dev/shm`` when it has room,
-so that originals never reach a disk: ``default_spool_root``). getscu writes each instance
-completely, then sends its C-STORE response and logs ``Sending C-STORE Response``; so once as
-many files lie in the spool as responses were
-logged, every one of them is complete (a file being written would be one more). Complete
-files are read, removed at once, and handed to the sink while the retrieval goes on; the
-rest when getscu exits. Statuses and sub-operation counts come from getscu's verbose log
-(which names no patient and no UID); which instances arrived comes from the files, and what
-C-FIND promised but never came is ``missing``, exactly as in ``retrieve.get``.
+How. One ``getscu`` process per request (one association), writing into a fresh private spool
+directory (``mdm.dicom.spool``: mode 0700, by default on ``/dev/shm`` so that originals never
+reach a disk). getscu writes each instance completely, then sends its C-STORE response and logs
+``Sending C-STORE Response``; so once as many files lie in the spool as responses were logged,
+every one of them is complete (a file being written would be one more). Complete files are
+read, removed at once, and handed to the sink while the retrieval goes on; the rest when getscu
+exits. Statuses and sub-operation counts come from getscu's verbose log (which names no patient
+and no UID); which instances arrived comes from the files, and what C-FIND promised but never
+came is ``missing``, exactly as in ``retrieve.get``.
 
 getscu writes bit-preserving (``+B``): each file holds the dataset exactly as the PACS sent
 it, as pynetdicom receives it. Its default mode parses and re-encodes the dataset, and gave
@@ -51,6 +50,7 @@ from pathlib import Path
 from mdm.dicom.retrieve import RetrieveReport, RetrieveRequest
 from mdm.dicom.scp import ReceivedInstance, Sink
 from mdm.dicom.scu import Peer
+from mdm.dicom.spool import new_spool
 from mdm.errors import AssociationRejected, ConfigError, TransportError
 from mdm.settings import PacsSettings
 
@@ -100,9 +100,7 @@ def get(
     its association aborts, so the PACS stops sending instead of filling the spool.
     """
     report = RetrieveReport(peer.name, "c-get", request, request.expected_uids())
-    root = spool_root or default_spool_root()
-    sweep_spools(root)
-    spool = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=root))
+    spool = new_spool(spool_root)
     start = time.perf_counter()
     try:
         with subprocess.Popen(
@@ -128,46 +126,6 @@ def get(
     return report
 
 
-#: Spool directories are named ``mdm-getscu-<pid>-<random>``: the pid says whose they are.
-SPOOL_PREFIX = "mdm-getscu-"
-_SPOOL = re.compile(re.escape(SPOOL_PREFIX) + r"(?P<pid>\d+)-")
-_swept: set[str] = set()  # spool roots swept by this process
-
-
-def sweep_spools(root: str) -> list[str]:
-    """Remove the spools a dead process left in *root* (once per root and process); returns
-    their names.
-
-    A worker killed mid-retrieval leaves its spool behind, originals included; on tmpfs that
-    also holds memory until the next boot. A spool is removed only if it is ours (same owner)
-    and its process is gone; a pid reused by a live process keeps it (left, not lost)."""
-    if root in _swept:
-        return []
-    _swept.add(root)
-    removed = []
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return []
-    for entry in entries:
-        match = _SPOOL.match(entry.name)
-        if match is None or not entry.is_dir(follow_symlinks=False):
-            continue
-        try:
-            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
-                continue
-            os.kill(int(match["pid"]), 0)
-            continue  # its process lives
-        except ProcessLookupError:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.name)
-        except OSError:
-            continue  # gone meanwhile, or a live process of another user
-    if removed:
-        logger.info("removed %d spool(s) left by dead workers in %s", len(removed), root)
-    return removed
-
-
 def environment() -> dict[str, str]:
     """getscu's environment: ``TCP_NODELAY`` (dcmtk's switch; ../shared/notes/pacs-recipes.md),
     ``PATH``, and ``DCMDICTPATH`` naming the small dictionary of ``small_dictionary``."""
@@ -187,7 +145,8 @@ _KEPT = re.compile(
     r"^\((?:0000|0002),[0-9A-Fa-fx]{4}\)|^\((?:0008,0016|0008,0018|0008,0052|0008,0058|"
     r"0020,000D|0020,000E)\)"
 )
-_small: list[Path | None] = []  # the process's small dictionary, once built (or None)
+_small: Path | None = None  # the process's small dictionary, once built
+_small_tried = False  # and whether it was looked for (None after that: none found)
 
 
 def small_dictionary() -> Path | None:
@@ -198,8 +157,9 @@ def small_dictionary() -> Path | None:
     every start (~5,000 entries, ``private.dic`` included): 22 of its 26 ms of CPU per start,
     and the recall starts one getscu per series (~0.4 ms per CT instance; docs/recall.md).
     The entries kept are dcmtk's own lines, so names and VRs are the ones it would use."""
-    if _small and (_small[-1] is None or _small[-1].exists()):
-        return _small[-1]  # (a temp cleaner may remove it from a long-running worker: rebuilt)
+    global _small, _small_tried
+    if _small_tried and (_small is None or _small.exists()):
+        return _small  # (a temp cleaner may remove it from a long-running worker: rebuilt)
     built = None
     sources = [p for p in os.environ.get("DCMDICTPATH", "").split(os.pathsep)
                if Path(p).name == "dicom.dic"]  # fmt: skip
@@ -217,31 +177,8 @@ def small_dictionary() -> Path | None:
         built.write_text("\n".join(kept) + "\n", encoding="latin-1")
         atexit.register(shutil.rmtree, folder, True)
         break
-    _small.append(built)  # two threads may both build one: harmless, both are removed at exit
+    _small, _small_tried = built, True  # two threads may both build one: both removed at exit
     return built
-
-
-#: The default spool's tmpfs, used when it has at least SHM_MIN_FREE bytes free.
-SHM = "/dev/shm"  # noqa: S108 - only ever a parent for mkdtemp (a fresh 0700 directory)
-SHM_MIN_FREE = 1 << 30
-
-
-def default_spool_root(shm: str = SHM) -> str:
-    """Where spools go when ``dicom.spool_dir`` is empty: the tmpfs *shm* if it is a writable
-    directory with at least ``SHM_MIN_FREE`` free, else the system temp directory.
-
-    Why tmpfs: originals, with patient identity, then never reach a disk; and creating and
-    deleting a file per instance on ext4 costs inode allocation that skips recently deleted
-    inodes (perf in ``bench/recall.py``: ~9 % of the recall's CPU, getscu's and the worker's).
-    Why the free-space floor: container ``/dev/shm`` is often 64 MB, and a spool holds up to a
-    series when the consumer is slower than the PACS; a full spool would fail instances."""
-    try:
-        st = os.statvfs(shm)
-    except OSError:
-        return tempfile.gettempdir()
-    if not os.access(shm, os.W_OK | os.X_OK) or st.f_bavail * st.f_frsize < SHM_MIN_FREE:
-        return tempfile.gettempdir()
-    return shm
 
 
 def _command(

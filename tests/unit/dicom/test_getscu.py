@@ -160,22 +160,6 @@ def test_the_file_meta_uids_are_read_from_the_bytes_as_pydicom_reads_them(tmp_pa
     assert getscu.file_meta_uids(b"\0" * 128 + b"DICM" + b"\x02\x00\x10") == {}, "truncated"
 
 
-def test_the_default_spool_is_the_tmpfs_when_it_has_room(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import tempfile
-
-    shm = tmp_path / "shm"
-    shm.mkdir()
-    free = os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize
-    monkeypatch.setattr(getscu, "SHM_MIN_FREE", free // 2)
-    assert getscu.default_spool_root(str(shm)) == str(shm)
-    monkeypatch.setattr(getscu, "SHM_MIN_FREE", free * 2)
-    assert getscu.default_spool_root(str(shm)) == tempfile.gettempdir(), "too small: temp dir"
-    missing = tmp_path / "no-shm"
-    assert getscu.default_spool_root(str(missing)) == tempfile.gettempdir()
-
-
 def test_getscu_gets_a_dictionary_of_what_it_parses_with_bit_preserving(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,7 +178,8 @@ def test_getscu_gets_a_dictionary_of_what_it_parses_with_bit_preserving(
         + "".join(f"(0000,{n:04X})\tUS\tFiller{n}\t1\tDICOM\n" for n in range(0x1000, 0x1040)),
         encoding="latin-1",
     )
-    monkeypatch.setattr(getscu, "_small", [])
+    monkeypatch.setattr(getscu, "_small", None)
+    monkeypatch.setattr(getscu, "_small_tried", False)
     monkeypatch.setattr(getscu, "DICTIONARY_GLOBS", ())
     monkeypatch.setenv("DCMDICTPATH", f"/nowhere/dicom.dic{os.pathsep}{source}")
     small = getscu.small_dictionary()
@@ -212,33 +197,8 @@ def test_getscu_gets_a_dictionary_of_what_it_parses_with_bit_preserving(
     assert again is not None
     assert again.exists(), "rebuilt once removed"
 
-    monkeypatch.setattr(getscu, "_small", [])
+    monkeypatch.setattr(getscu, "_small", None)
+    monkeypatch.setattr(getscu, "_small_tried", False)
     monkeypatch.delenv("DCMDICTPATH")
     assert getscu.small_dictionary() is None
     assert "DCMDICTPATH" not in getscu.environment(), "none found: getscu's own default"
-
-
-def test_spools_left_by_dead_workers_are_swept_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import subprocess
-    import sys
-
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    left = tmp_path / f"mdm-getscu-{dead.pid}-k2j4"
-    (left / "sub").mkdir(parents=True)
-    (left / "CT.1.2.3").write_bytes(b"original")
-    mine = tmp_path / f"mdm-getscu-{os.getpid()}-a1b2"
-    mine.mkdir()
-    not_a_spool = tmp_path / "mdm-getscu-notapid"
-    not_a_spool.mkdir()
-    a_file = tmp_path / f"mdm-getscu-{dead.pid}-file"
-    a_file.write_bytes(b"")
-    monkeypatch.setattr(getscu, "_swept", set())
-    assert getscu.sweep_spools(str(tmp_path)) == [left.name]
-    assert not left.exists()
-    assert mine.is_dir() and not_a_spool.is_dir() and a_file.is_file()  # noqa: PT018
-    left.mkdir()
-    assert getscu.sweep_spools(str(tmp_path)) == [], "once per root and process"
-    assert left.is_dir()
