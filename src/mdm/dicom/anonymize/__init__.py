@@ -278,7 +278,8 @@ class Anonymizer:
             write_dataset(out, built)
             implicit, little = encoding
             read = read_dataset(io.BytesIO(out.getvalue()), bool(implicit), bool(little))
-            raw = self._marks[encoding] = {int(tag): read.get_item(tag) for tag in read.keys()}  # noqa: SIM118 - the tags, not the elements
+            tags = list(read.keys())  # the tags: iterating a Dataset converts its elements
+            raw = self._marks[encoding] = {int(tag): read.get_item(tag) for tag in tags}
         return raw
 
     def _mark_elements(self, ds: Dataset) -> None:
