@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -581,8 +582,17 @@ def test_a_killed_worker_leaves_nothing_half_done_and_another_finishes(site: Sit
             assert site.backend.stat(lfn).state == "NEARLINE"
             with pytest.raises(FileOffline):
                 site.backend.open_read(lfn)
+    # Killed while writing a recipe, it would have left this (too rare to hit by timing):
+    recipes = site.root / "recipes"
+    debris = recipes / "ab" / f".{uuid.uuid4()}.recipe.0a1b2c3d4e5f.mdm-tmp"
+    debris.parent.mkdir(parents=True, exist_ok=True)
+    debris.write_bytes(b"MDMRCP1\n partial")
+    os.utime(debris, (time.time() - 3600, time.time() - 3600))
+    kept = sorted(p for p in recipes.rglob("*.recipe"))
     time.sleep(2.5)  # the dead worker's lease expires
     recall.run_once(short)
+    assert not debris.exists(), "recipe debris of a dead writer is swept"
+    assert all(p.exists() for p in kept)
     polled = site.backend.poll(alice(), rid)
     assert [f.state for f in polled.files] == ["COMPLETED"] * len(lfns)
     for lfn in lfns:

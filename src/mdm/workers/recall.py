@@ -265,9 +265,13 @@ class RecallWorker:
     # -- eviction --------------------------------------------------------------------------
 
     def sweep(self) -> list[str]:
-        """Remove old temporary files and evict expired cache copies; the LFNs evicted."""
+        """Remove old temporary files (of the cache and of the recipes: a worker killed while
+        writing either leaves ``*.mdm-tmp`` debris) and evict expired cache copies; the LFNs
+        evicted."""
         st = self.settings.storage
-        cache.clean_debris(self.cache_root, older_than=max(self.lease, 60.0))
+        older_than = max(self.lease, 60.0)
+        cache.clean_debris(self.cache_root, older_than=older_than)
+        cache.clean_debris(self.batches.processor.recipes.root, older_than=older_than)
         return cache.sweep(
             self.dbs.catalog,
             self.se,
