@@ -39,7 +39,15 @@ from mdm.acl import Identity
 from mdm.catalog import access
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.migrations import upgrade
-from mdm.catalog.models import Entry, Replica, ReplicaState, StageFile, StageState
+from mdm.catalog.models import (
+    Entry,
+    Replica,
+    ReplicaState,
+    Series,
+    StageFile,
+    StageState,
+    Study,
+)
 from mdm.crypto import decrypt_stream, read_header
 from mdm.dicom.anonymize import Anonymizer
 from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
@@ -335,6 +343,22 @@ def test_register_walks_the_pacs_and_is_idempotent(
             "pacs:main": ReplicaState.NEARLINE,
         }
     assert site.backend.stat(site.lfn(min(site.originals))).state == "NEARLINE"
+    # The counters the walk's registration keeps (once per study, not per instance), as QIDO
+    # answers them: every instance and series counted once, the second run adding nothing.
+    per_series: dict[str, int] = {}
+    per_study: dict[str, set[str]] = {}
+    for ds in site.originals.values():
+        study, series = (site.anonymizer.pseudonymous_uid(str(u))
+                         for u in (ds.StudyInstanceUID, ds.SeriesInstanceUID))  # fmt: skip
+        per_series[series] = per_series.get(series, 0) + 1
+        per_study.setdefault(study, set()).add(series)
+    with site.dbs.catalog.session() as s:
+        series_rows = s.scalars(select(Series).where(Series.series_uid.in_(per_series))).all()
+        study_rows = s.scalars(select(Study).where(Study.study_uid.in_(per_study))).all()
+        assert {r.series_uid: r.number_of_instances for r in series_rows} == per_series
+        assert {r.study_uid: (r.number_of_series, r.number_of_instances) for r in study_rows} == {
+            st: (len(ss), sum(per_series[x] for x in ss)) for st, ss in per_study.items()
+        }
 
 
 # ------------------------------------------------------------------------- the grid clients

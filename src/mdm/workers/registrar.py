@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
-from mdm.catalog import files, registration, vault
+from mdm.catalog import files, metadata, registration, vault
 from mdm.catalog.access import Caller
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.models import ReplicaState
@@ -131,18 +131,18 @@ class Registrar:
                         accession_number=ident.accession_number or None,
                     ),
                 )
-                entry, new = registration.register(cs, vs, self.caller, reg)
-                if not any(r.se == pacs_replica(self.pacs.name) for r in entry.replicas):
+                entry, new = registration.register(cs, vs, self.caller, reg, _defer=True)
+                source, url = pacs_replica(self.pacs.name), f"pacs://{self.pacs.name}{lfn}"
+                if new:  # just made, with this SE's replica only: no lookup needed
+                    files.first_replica(cs, entry, se=source, url=url, state=ReplicaState.NEARLINE)
+                elif not any(r.se == source for r in entry.replicas):
                     files.add_replica(
-                        cs,
-                        self.caller,
-                        entry.path,
-                        se=pacs_replica(self.pacs.name),
-                        url=f"pacs://{self.pacs.name}{lfn}",
+                        cs, self.caller, entry.path, se=source, url=url,
                         state=ReplicaState.NEARLINE,
-                    )
+                    )  # fmt: skip
                 created += new
                 existing += not new
+            metadata.flush_counts(cs)  # the study's and series' counters, once per study
         return created, existing
 
     def run(
