@@ -180,6 +180,19 @@ def register_many(
     """
     if len(regs) > MAX_BATCH:
         raise UsageError(f"at most {MAX_BATCH} registrations per batch")
+    vault.prefetch(vault_session, [u for reg in regs for u in _mapped_uids(reg)])
     done = [register(catalog, vault_session, caller, reg, _defer=True) for reg in regs]
     metadata.flush_counts(catalog)
     return done
+
+
+def _mapped_uids(reg: Registration) -> tuple[str, ...]:
+    """The series and instance pseudonyms *reg* maps in the vault (none if it maps nothing, or
+    if its dataset lacks them: ``register`` then refuses it, in its turn)."""
+    if reg.original is None:
+        return ()
+    try:
+        p = reg.pseudonyms()
+    except UsageError:
+        return ()
+    return (p.series_uid, p.sop_uid)

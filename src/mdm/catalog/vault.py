@@ -62,13 +62,52 @@ def _study_dir(pseudo_study_uid: str) -> str:
     return f"{ROOT}/{pseudo_study_uid}"
 
 
+#: ``session.info`` key: vault rows this transaction has read or written, by ``(model, key)``,
+#: ``None`` for a pseudonym ``prefetch`` found unmapped. Strong references: the session's
+#: identity map is weak, so without them every instance of a study read its patient, study
+#: and series rows again.
+_KNOWN = "mdm.vault.known"
+#: Pseudonyms per prefetch query (an IN list: far below SQLite's and PostgreSQL's limits).
+_CHUNK = 500
+
+
+def _get(session: Session, model: Any, key: str) -> Any:
+    known: dict[tuple[Any, str], Any] = session.info.setdefault(_KNOWN, {})
+    if (model, key) not in known:
+        known[model, key] = session.get(model, key)
+    return known[model, key]
+
+
+def _add(session: Session, key: str, row: Any) -> None:
+    session.add(row)
+    session.info.setdefault(_KNOWN, {})[type(row), key] = row
+
+
+def prefetch(session: Session, pseudo_uids: Sequence[str]) -> None:
+    """Read the mappings of many pseudonymous UIDs at once, before registering them (one study
+    of a PACS walk): ``register_identity`` then finds each mapping, or knows it absent, without
+    a query per instance. For this transaction only; a mapping another transaction adds
+    meanwhile still fails the insert (unique key), as without the prefetch."""
+    uids = sorted(set(pseudo_uids))
+    known: dict[tuple[Any, str], Any] = session.info.setdefault(_KNOWN, {})
+    for i in range(0, len(uids), _CHUNK):
+        chunk = uids[i : i + _CHUNK]
+        rows = {
+            r.pseudo_uid: r
+            for r in session.scalars(select(UidMap).where(UidMap.pseudo_uid.in_(chunk)))
+        }
+        known.update(((UidMap, uid), rows.get(uid)) for uid in chunk)
+
+
 def _map(session: Session, pseudo: str, original: str, level: str, study: str) -> None:
-    found = session.get(UidMap, pseudo)
+    found = _get(session, UidMap, pseudo)
     if found is None:
         # An original already mapped to another pseudonym violates the unique constraint on
         # original_uid at flush: the registration fails as AlreadyExists (409), like a Conflict.
-        session.add(
-            UidMap(pseudo_uid=pseudo, original_uid=original, level=level, pseudo_study_uid=study)
+        _add(
+            session,
+            pseudo,
+            UidMap(pseudo_uid=pseudo, original_uid=original, level=level, pseudo_study_uid=study),
         )
     elif found.original_uid != original:
         raise Conflict(
@@ -82,33 +121,37 @@ def register_identity(
     """Record the originals of one instance (needs ``write`` on its study); idempotent."""
     if not check(f"{_study_dir(pseudo.study_uid)}/{pseudo.series_uid}", Right.WRITE):
         raise PermissionDenied("write right needed to register identities", study=pseudo.study_uid)
-    patient = session.get(VaultPatient, pseudo.patient_id)
+    patient = _get(session, VaultPatient, pseudo.patient_id)
     if patient is None:
-        session.add(
+        _add(
+            session,
+            pseudo.patient_id,
             VaultPatient(
                 pseudo_patient_id=pseudo.patient_id,
                 patient_id=original.patient_id,
                 patient_name=original.patient_name,
                 patient_birth_date=original.patient_birth_date,
                 issuer_of_patient_id=original.issuer_of_patient_id,
-            )
+            ),
         )
         session.flush()
     elif patient.patient_id != original.patient_id:
         raise Conflict(
             "pseudonymous PatientID is mapped to another patient", patient=pseudo.patient_id
         )
-    study = session.get(VaultStudy, pseudo.study_uid)
+    study = _get(session, VaultStudy, pseudo.study_uid)
     if study is None:
         _map(session, pseudo.study_uid, original.study_uid, "study", pseudo.study_uid)
-        session.add(
+        _add(
+            session,
+            pseudo.study_uid,
             VaultStudy(
                 pseudo_study_uid=pseudo.study_uid,
                 study_uid=original.study_uid,
                 pseudo_patient_id=pseudo.patient_id,
                 accession_number=original.accession_number,
                 pseudo_accession_number=pseudo.accession_number,
-            )
+            ),
         )
     elif study.study_uid != original.study_uid or study.pseudo_patient_id != pseudo.patient_id:
         raise Conflict(f"pseudonymous study {pseudo.study_uid} is mapped to another original")

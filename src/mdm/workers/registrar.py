@@ -107,8 +107,14 @@ class Registrar:
         """Register one study's instances in one transaction; ``(created, existing)``."""
         created = existing = 0
         with self._sessions() as (cs, vs):
-            for w in walked:
-                anon = self.anonymizer.anonymize(original_dataset(w))
+            anons = [self.anonymizer.anonymize(original_dataset(w)) for w in walked]
+            ids = [a.identity for a in anons]
+            vault.prefetch(  # the study's mappings in one query, not one per instance
+                vs,
+                [i.pseudo_series_instance_uid for i in ids]
+                + [i.pseudo_sop_instance_uid for i in ids],
+            )
+            for anon in anons:
                 ident = anon.identity
                 lfn = files.lfn(
                     ident.pseudo_study_instance_uid,

@@ -6,11 +6,12 @@ alone holds no original identifier.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 
 from mdm.catalog import access, audit, vault
 from mdm.catalog.db import CatalogDatabases
@@ -155,4 +156,41 @@ def test_audit_chain_detects_alteration_and_removal(tmp_path: Path) -> None:
         s.execute(text("DELETE FROM audit_event WHERE seq = 2"))
     with pytest.raises(AuditChainBroken, match="record 2 is missing"), dbs.vault.session() as s:
         audit.verify(s)
+    dbs.dispose()
+
+
+def test_prefetched_registrations_read_no_mapping_and_still_refuse_a_remap(tmp_path: Path) -> None:
+    """``prefetch`` (a study of a PACS walk) reads the mappings in one query: registering then
+    issues no SELECT on the UID map, stays idempotent, and a remap is still a Conflict."""
+    dbs = make_dbs(f"sqlite:///{tmp_path}/c.db", f"sqlite:///{tmp_path}/v.db")
+    seed(dbs)
+    check = _check(dbs, ADMIN)
+    study, series = "1.3.6.1.4.1.9999.1001", "1.3.6.1.4.1.9999.2011"
+    sops = [f"2.25.77{i}" for i in range(20)]
+    originals = {p: vault.OriginalIdentity("HOSP-42", study, series, f"1.2.3.{i}") for i, p in
+                 enumerate(sops)}  # fmt: skip
+    statements: list[str] = []
+    event.listen(dbs.vault.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+
+    def register_all(known: list[str]) -> list[str]:
+        statements.clear()
+        with dbs.vault.session(write=True) as vs:
+            vault.prefetch(vs, [S1_MR, *known])
+            for p in known:
+                pseudo = vault.Pseudonyms("PSN-001", S1, S1_MR, p)
+                vault.register_identity(vs, caller(ADMIN), check, pseudo, originals[p])
+        return [q for q in statements if "uid_map" in q and q.lstrip().upper().startswith("SELECT")]
+
+    assert len(register_all(sops[:10])) == 1  # the prefetch: none per instance
+    assert len(register_all(sops)) == 1  # half known (idempotent), half new
+    with dbs.vault.session() as vs:
+        assert vault.original_uids(vs, caller(SERVICE), check, sops, reason="test") == {
+            p: originals[p].sop_uid for p in sops
+        }
+    other = dataclasses.replace(originals[sops[3]], sop_uid="1.2.3.999")
+    pseudo = vault.Pseudonyms("PSN-001", S1, S1_MR, sops[3])
+    with dbs.vault.session(write=True) as vs:
+        vault.prefetch(vs, [sops[3]])
+        with pytest.raises(Conflict):
+            vault.register_identity(vs, caller(ADMIN), check, pseudo, other)
     dbs.dispose()
