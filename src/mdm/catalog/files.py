@@ -21,7 +21,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,26 @@ def _by_path(session: Session, path: str) -> Entry | None:
     return session.scalar(select(Entry).where(Entry.path == path))
 
 
+#: ``session.info`` key: the entries ``prefetch`` read (``None``: no entry at that path), kept
+#: by strong reference for ``add_file``'s first lookup.
+_PREFETCHED = "mdm.files.prefetched"
+#: Paths per prefetch query (an IN list: far below SQLite's and PostgreSQL's limits).
+_CHUNK = 500
+
+
+def prefetch(session: Session, paths: Iterable[str]) -> None:
+    """Read the entries of many paths at once before registering them (a study of a PACS
+    walk): ``add_file`` then knows which exist without a query per instance. For this
+    transaction only: a file another transaction registers meanwhile is still caught by the
+    unique path (PostgreSQL: the savepoint in ``add_file``; SQLite: writers are serialized)."""
+    todo = sorted(set(paths))
+    known: dict[str, Entry | None] = session.info.setdefault(_PREFETCHED, {})
+    for i in range(0, len(todo), _CHUNK):
+        chunk = todo[i : i + _CHUNK]
+        found = {e.path: e for e in session.scalars(select(Entry).where(Entry.path.in_(chunk)))}
+        known.update((p, found.get(p)) for p in chunk)
+
+
 def _directory(session: Session, path: str, parent: Entry | None, owner: str) -> Entry:
     # Directories met in this transaction are remembered: a batch of one series looks its
     # study and series up once, not once per instance.
@@ -136,7 +156,8 @@ def add_file(
     """Register an instance's file (and its directories); ``(entry, created)``, idempotent."""
     path = lfn(study_uid, series_uid, sop_uid)
     check_checksums(info.size, info.adler32, info.sha256)
-    existing = _by_path(session, path)
+    known: dict[str, Entry | None] = session.info.get(_PREFETCHED, {})
+    existing = known.pop(path) if path in known else _by_path(session, path)
     if existing is not None:
         access.require(session, caller, path, Right.LIST)
         return existing, False

@@ -181,9 +181,19 @@ def register_many(
     if len(regs) > MAX_BATCH:
         raise UsageError(f"at most {MAX_BATCH} registrations per batch")
     vault.prefetch(vault_session, [u for reg in regs for u in _mapped_uids(reg)])
+    files.prefetch(catalog, [p for p in map(_lfn, regs) if p])
     done = [register(catalog, vault_session, caller, reg, _defer=True) for reg in regs]
     metadata.flush_counts(catalog)
     return done
+
+
+def _lfn(reg: Registration) -> str:
+    """The LFN *reg* registers ("" when its dataset lacks a UID: ``register`` refuses it)."""
+    uids = [metadata.value(reg.dataset, t) for t in ("0020000D", "0020000E", "00080018")]
+    try:
+        return files.lfn(*(str(u) for u in uids)) if all(uids) else ""
+    except UsageError:
+        return ""
 
 
 def _mapped_uids(reg: Registration) -> tuple[str, ...]:

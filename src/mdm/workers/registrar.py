@@ -109,18 +109,19 @@ class Registrar:
         with self._sessions() as (cs, vs):
             anons = [self.anonymizer.anonymize(original_dataset(w)) for w in walked]
             ids = [a.identity for a in anons]
+            lfns = [
+                files.lfn(i.pseudo_study_instance_uid, i.pseudo_series_instance_uid,
+                          i.pseudo_sop_instance_uid)
+                for i in ids
+            ]  # fmt: skip
+            files.prefetch(cs, lfns)  # which exist already: one query, not one per instance
             vault.prefetch(  # the study's mappings in one query, not one per instance
                 vs,
                 [i.pseudo_series_instance_uid for i in ids]
                 + [i.pseudo_sop_instance_uid for i in ids],
             )
-            for anon in anons:
+            for anon, lfn in zip(anons, lfns, strict=True):
                 ident = anon.identity
-                lfn = files.lfn(
-                    ident.pseudo_study_instance_uid,
-                    ident.pseudo_series_instance_uid,
-                    ident.pseudo_sop_instance_uid,
-                )
                 reg = registration.Registration(
                     dataset=anon.dataset.to_json_dict(),
                     replica=registration.ReplicaSpec(

@@ -16,8 +16,8 @@ from sqlalchemy import event, func, select
 
 from mdm.catalog import files, staging
 from mdm.catalog.db import CatalogDatabases
-from mdm.catalog.models import ReplicaState, StageFile, StageState
-from mdm.catalog.registration import Registration, register
+from mdm.catalog.models import Entry, ReplicaState, StageFile, StageState
+from mdm.catalog.registration import Registration, register, register_many
 from mdm.errors import (
     ChecksumMismatch,
     Conflict,
@@ -278,3 +278,34 @@ def test_claims_that_keep_expiring_end_failed(empty_queue: CatalogDatabases) -> 
         (f,) = s.scalars(select(StageFile)).all()
         assert f.state is StageState.FAILED
         assert "expired 2 times" in (f.reason or "")
+
+
+def test_a_batch_looks_its_files_up_in_one_query_and_registers_each_once(
+    dbs: CatalogDatabases,
+) -> None:
+    """``register_many`` (a study of a PACS walk, ``POST /files/batch``) reads which of its files
+    exist with one query instead of one per instance; a file already there, or repeated in the
+    batch, is still registered once."""
+    study, series = "2.25.94", "2.25.941"
+    _register(dbs, study, series, "2.25.9410")  # known before the batch
+    sops = [f"2.25.941{j}" for j in range(6)] + ["2.25.9413"]  # the last one repeats
+    regs = [Registration.from_json({"dataset": dataset(study, series, s)}) for s in sops]
+    lookups: list[object] = []
+
+    def listen(_c: object, _cur: object, statement: str, params: object, *_a: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and f"{series}/" in str(params):
+            lookups.append(params)  # a query naming one of the batch's files (not its series)
+
+    event.listen(dbs.catalog.engine, "before_cursor_execute", listen)
+    try:
+        with dbs.catalog.session(write=True) as s:
+            done = register_many(s, s, caller(ADMIN), regs)
+            made = [(e.path.rsplit("/", 1)[1], created) for e, created in done]
+    finally:
+        event.remove(dbs.catalog.engine, "before_cursor_execute", listen)
+    assert made == [(s, s not in ("2.25.9410", "2.25.9413") or i == 3) for i, s in
+                    enumerate(sops)]  # fmt: skip
+    assert len(lookups) <= 2, lookups  # the prefetch, and the repeat's own lookup
+    with dbs.catalog.session() as s:
+        n = s.scalar(select(func.count()).where(Entry.path.like(f"/dicom/{study}/{series}/%")))
+    assert n == 6
