@@ -13,8 +13,10 @@ A grant names a directory (or file) and, per right, the ``mdm.acl`` entries that
     list = ["dn:/DC=org/DC=mdmtest/O=Hospital/CN=Alice Doctor"]
     read = []
 
-The *nearest* grant that mentions a right decides it, as in the catalog (rights are inherited
-downward and a deeper grant replaces, not extends, the one above): above, Bob of
+The *nearest* grant that mentions a right decides it (rights are inherited downward and a
+deeper grant replaces, not extends, the one above). That is NOT the catalog's rule, where the
+rights on a path are the union of the grants above it (docs/storage-element.md,
+"Authorization", says why both stay as they are). Above, Bob of
 ``/mdm/radiology`` reads ``/dicom/2.25.99/...`` but not ``/dicom/2.25.1234/...``. No grant at
 all means no access (default deny). The same object serves the catalog-less ``mdm serve se``
 and the unit tests; the catalog-backed backend asks the catalog instead.
