@@ -144,9 +144,12 @@ def register(
     caller: Caller,
     reg: Registration,
     *,
-    _defer: bool = False,
+    defer_counts: bool = False,
 ) -> tuple[Entry, bool]:
-    """Register one instance; ``(entry, created)``. Both sessions may be the same object."""
+    """Register one instance; ``(entry, created)``. Both sessions may be the same object.
+
+    With *defer_counts* the study and series counters are only accumulated in the session:
+    call ``metadata.flush_counts`` before the transaction ends (a batch updates them once)."""
     if reg.original is not None:
         vault.register_identity(
             vault_session,
@@ -156,7 +159,7 @@ def register(
             reg.original,
         )
     entry, created = metadata.register_instance(
-        catalog, caller, reg.dataset, reg.file, defer_counts=_defer
+        catalog, caller, reg.dataset, reg.file, defer_counts=defer_counts
     )
     if created and reg.replica is not None:
         r = reg.replica
@@ -182,7 +185,7 @@ def register_many(
         raise UsageError(f"at most {MAX_BATCH} registrations per batch")
     vault.prefetch(vault_session, [u for reg in regs for u in _mapped_uids(reg)])
     files.prefetch(catalog, [p for p in map(_lfn, regs) if p])
-    done = [register(catalog, vault_session, caller, reg, _defer=True) for reg in regs]
+    done = [register(catalog, vault_session, caller, reg, defer_counts=True) for reg in regs]
     metadata.flush_counts(catalog)
     return done
 

@@ -138,7 +138,7 @@ class Registrar:
                         accession_number=ident.accession_number or None,
                     ),
                 )
-                entry, new = registration.register(cs, vs, self.caller, reg, _defer=True)
+                entry, new = registration.register(cs, vs, self.caller, reg, defer_counts=True)
                 source, url = pacs_replica(self.pacs.name), f"pacs://{self.pacs.name}{lfn}"
                 if new:  # just made, with this SE's replica only: no lookup needed
                     files.first_replica(cs, entry, se=source, url=url, state=ReplicaState.NEARLINE)
