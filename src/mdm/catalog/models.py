@@ -22,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -259,6 +260,9 @@ class StageRequest(Base):
     caller: Mapped[str] = mapped_column(Text)
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     cancelled: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Seconds its files stay pinned once COMPLETED (Tape REST ``diskLifetime``); None: the
+    #: storage element's ``pin_lifetime_seconds``.
+    disk_lifetime: Mapped[float | None] = mapped_column(Float)
     files: Mapped[list[StageFile]] = relationship(
         back_populates="request", order_by="StageFile.id", cascade="all, delete-orphan"
     )
@@ -268,7 +272,10 @@ class StageFile(Base):
     """One file of a request; workers claim these, grouped by series, under a lease."""
 
     __tablename__ = "st_file"
-    __table_args__ = (Index("ix_st_file_state_series", "state", "series_uid"),)
+    __table_args__ = (
+        Index("ix_st_file_state_series", "state", "series_uid"),
+        Index("ix_st_file_path", "path"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("st_request.id"), index=True)
     path: Mapped[str] = mapped_column(String(255))
@@ -281,6 +288,9 @@ class StageFile(Base):
     claim_expires: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     started: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: When its request released it (``mdm.catalog.pins``): a COMPLETED file pins the replica
+    #: until then, or until its lifetime ends.
+    released: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     request: Mapped[StageRequest] = relationship(back_populates="files")
 
 

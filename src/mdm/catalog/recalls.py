@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from mdm.catalog import access, staging
+from mdm.catalog import access, pins, staging
 from mdm.catalog.access import Caller
 from mdm.catalog.files import FileInfo, content_changes, replica_fields
 from mdm.catalog.metadata import instance_attrs
@@ -125,6 +125,7 @@ def record(
             )
         )
     }
+    lives = pins.lifetimes(session, sorted(held))  # each request's diskLifetime, if it set one
     now, out = utcnow(), Recorded()
     changes = _Changes(now)
     for item in items:
@@ -141,8 +142,11 @@ def record(
             if reason is None:
                 reason = _content(entry, item.info, changes)
         if reason is None and entry is not None:
+            # pinned for the longest lifetime its requests asked (pinned_until: the default)
+            until = max(now + dt.timedelta(seconds=life) if (life := lives.get(i)) else
+                        pinned_until for i in mine)  # fmt: skip
             changes.replica(entry.id, replicas.get(entry.id), url(entry.path), se,
-                            ReplicaState.ONLINE, pinned_until, None, item.info)  # fmt: skip
+                            ReplicaState.ONLINE, until, None, item.info)  # fmt: skip
             instance = instances.get(entry.id)
             if instance is not None and item.header:
                 changes.instance(instance, item.header, series_attrs.get(instance.series_fk))

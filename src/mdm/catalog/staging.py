@@ -49,14 +49,27 @@ def _online(entry: Any, now: dt.datetime) -> bool:
     )
 
 
-def submit(session: Session, caller: Caller, paths: Sequence[str]) -> StageRequest:
-    """Queue *paths* for recall; every file needs the ``read`` right (else nothing is queued)."""
+def submit(
+    session: Session,
+    caller: Caller,
+    paths: Sequence[str],
+    *,
+    disk_lifetime: float | None = None,
+) -> StageRequest:
+    """Queue *paths* for recall; every file needs the ``read`` right (else nothing is queued).
+
+    *disk_lifetime*: seconds each file stays pinned for this request once ONLINE (None: the
+    storage element's default; ``mdm.catalog.pins``)."""
     if not paths:
         raise UsageError("a staging request needs at least one file")
     if len(paths) > MAX_FILES:
         raise UsageError(f"at most {MAX_FILES} files per staging request")
     now = utcnow()
-    request = StageRequest(id=str(uuid.uuid4()), caller=caller.name, created=now)
+    if disk_lifetime is not None and not 0 < disk_lifetime < float("inf"):
+        raise UsageError("diskLifetime must be a positive number of seconds")
+    request = StageRequest(
+        id=str(uuid.uuid4()), caller=caller.name, created=now, disk_lifetime=disk_lifetime
+    )
     names = list(dict.fromkeys(paths))
     grants = access.Grants(session, caller)  # entries, replicas, grants: a few queries in all
     for path, entry in zip(

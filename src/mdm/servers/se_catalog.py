@@ -26,10 +26,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from mdm.acl import Identity
-from mdm.catalog import access, staging
+from mdm.catalog import access, pins, staging
 from mdm.catalog.access import ROOT, Caller
 from mdm.catalog.db import CatalogDatabases
-from mdm.catalog.models import Entry, EntryKind, Instance, Replica, ReplicaState, utcnow
+from mdm.catalog.models import Entry, EntryKind, Instance, Replica, utcnow
 from mdm.catalog.models import Right as CatalogRight
 from mdm.catalog.models import StageState as CatalogStageState
 from mdm.crypto import ciphertext_length
@@ -209,7 +209,7 @@ class CatalogStorage:
         lifetime = dt.timedelta(seconds=disk_lifetime if disk_lifetime else self.pin)
         with self.dbs.catalog.session(write=True) as s:
             clean = self._require_read(s, caller, lfns)
-            request = staging.submit(s, caller, clean)
+            request = staging.submit(s, caller, clean, disk_lifetime=disk_lifetime or None)
             until = utcnow() + lifetime
             done = [f.path for f in request.files if f.state is CatalogStageState.COMPLETED]
             for replica in self._mine(s, done):
@@ -250,20 +250,32 @@ class CatalogStorage:
             staging.cancel(s, self.caller(who), request_id, [normalize_lfn(p) for p in lfns])
 
     def release(self, who: Identity, request_id: str | None, lfns: Sequence[str]) -> None:
+        """Drop the caller's pins on *lfns* (``mdm.catalog.pins``); a file nobody else pins
+        stays ``release_grace_seconds``, and is evicted at once without a grace."""
         caller = self.caller(who)
         with self.dbs.catalog.session(write=True) as s:
             clean = self._require_read(s, caller, lfns)
-            until = utcnow() + dt.timedelta(seconds=self.grace)
-            for replica in self._mine(s, clean):
-                if replica.state is ReplicaState.ONLINE:
-                    replica.pinned_until = until
+            pins.release(s, caller, request_id, clean)
+            self._repin(s, clean)
         if self.grace <= 0:
             cache.sweep(self.dbs.catalog, self.se, self.cache_root, limit_bytes=self.limit)
 
     def delete_request(self, who: Identity, request_id: str) -> None:
+        """Forget a request: its pending files are cancelled and its pins dropped."""
         with self.dbs.catalog.session(write=True) as s:
             request = staging.cancel(s, self.caller(who), request_id)
+            pinned = sorted(
+                {f.path for f in request.files if f.state is CatalogStageState.COMPLETED}
+            )
             s.delete(request)
+            s.flush()
+            self._repin(s, pinned)
+        if pinned and self.grace <= 0:
+            cache.sweep(self.dbs.catalog, self.se, self.cache_root, limit_bytes=self.limit)
+
+    def _repin(self, s: Session, lfns: Sequence[str]) -> None:
+        default, grace = dt.timedelta(seconds=self.pin), dt.timedelta(seconds=self.grace)
+        pins.repin(s, self.se, lfns, default, grace)
 
     def archiveinfo(self, lfns: Sequence[str]) -> list[ArchiveInfo]:
         out = []

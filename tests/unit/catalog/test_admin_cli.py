@@ -19,7 +19,7 @@ def test_upgrade_then_verify_then_detect_tampering(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["catalog", "upgrade"], env=env, catch_exceptions=False)
     assert result.exit_code == 0
-    assert "catalog schema c0001, vault schema v0001" in result.output
+    assert "catalog schema c0002, vault schema v0001" in result.output
     dbs = CatalogDatabases(url)
     with dbs.vault.session(write=True) as s:
         audit.append(s, actor="dn:/CN=a", action="acl.set", target="/dicom")

@@ -155,3 +155,24 @@ def test_only_services_record(dbs: CatalogDatabases) -> None:
         record(
             s, caller(ALICE), "w1", [], se=SE, url=str, pinned_until=utcnow()
         )  # fmt: skip
+
+
+def test_a_recalled_file_is_pinned_for_the_longest_lifetime_its_requests_asked(
+    dbs: CatalogDatabases,
+) -> None:
+    """Two requests stage one file, one with the Tape REST ``diskLifetime`` of a week: the
+    copy the worker records stays pinned for the week, not the default hour."""
+    path = "/dicom/2.25.82/2.25.821/2.25.8211"
+    with dbs.catalog.session(write=True) as s:
+        body = {"dataset": dataset("2.25.82", "2.25.821", "2.25.8211")}
+        register(s, s, caller(ADMIN), Registration.from_json(body))
+        staging.submit(s, caller(ADMIN), [path])  # the default lifetime
+        staging.submit(s, caller(ADMIN), [path], disk_lifetime=7 * 86400)
+        ids = [f.id for f in staging.claim(s, caller(SERVICE), "w9", limit=50) if f.path == path]
+    assert len(ids) == 2
+    out = run(dbs, "w9", [Recalled(path, ids, None, FileInfo(10, A1, S1, "k9"))])
+    assert out.online == [path]
+    with dbs.catalog.session() as s:
+        (replica,) = [r for r in files.list_replicas(s, caller(ADMIN), path) if r.se == SE]
+        assert replica.pinned_until is not None
+        assert replica.pinned_until > utcnow() + dt.timedelta(days=6)

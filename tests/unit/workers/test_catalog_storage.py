@@ -31,6 +31,8 @@ from tests.unit.catalog.helpers import dataset
 STUDY, SERIES = "2.25.71", "2.25.711"
 FILES = [f"/dicom/{STUDY}/{SERIES}/2.25.711{i}" for i in range(1, 5)]
 READER = Identity("/CN=reader", ("/mdm/radiology",))
+READER_2 = Identity("/CN=reader two", ("/mdm/radiology",))
+READER_3 = Identity("/CN=reader three", ("/mdm/radiology",))
 LISTER = Identity("/CN=lister", ("/mdm",))
 NOBODY = Identity("/CN=nobody")
 
@@ -174,6 +176,27 @@ def test_online_files_are_served_with_checksums_then_released_and_evicted(
     with pytest.raises(FileOffline):
         backend.open_read(lfn)
     assert backend.stat(lfn).size == len(data), "the exact size stays known once recalled"
+
+
+def test_a_release_takes_a_file_from_nobody_else_who_staged_it(
+    backend: CatalogStorage, dbs: CatalogDatabases, settings: Settings
+) -> None:
+    """Pins are per request: a file stays ONLINE until its last pin is released (or its
+    request deleted), and a caller releases only its own pins, whatever id it names."""
+    lfn = FILES[1]
+    make_online(settings, dbs, lfn)
+    mine = backend.stage(READER, [lfn])
+    theirs = backend.stage(READER_2, [lfn])
+    third = backend.stage(READER_3, [lfn])
+    backend.release(READER, mine, [lfn])
+    assert backend.stat(lfn).state is FileState.ONLINE, "still pinned by two other requests"
+    backend.release(READER_2, mine, [lfn])  # not its request: releases its own pins only
+    backend.release(READER, "gfal2-placeholder-id", [lfn])  # nothing of READER's is left
+    assert backend.stat(lfn).state is FileState.ONLINE, "still pinned by READER_3's request"
+    assert [f.state for f in backend.poll(READER_2, theirs).files] == ["COMPLETED"]
+    backend.delete_request(READER_3, third)  # a deleted request drops its pins
+    assert backend.stat(lfn).state is FileState.NEARLINE
+    assert not cache.cache_path(settings.storage.cache_dir, lfn).exists()
 
 
 def test_a_copy_deleted_behind_the_catalog_is_never_served(
