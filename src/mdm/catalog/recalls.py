@@ -4,9 +4,9 @@ What the recall worker records per file is what the single-file functions do
 (``files.set_content`` + ``files.add_replica`` + ``staging.complete``, or ``staging.fail`` and
 a FAILED replica), plus the de-identified header in the metadata catalog. Done file by file,
 that is about ten ORM round trips per instance, which measured as a third of the worker's CPU
-(``bench/recall.py``). Here the entries (with their replicas), the instance rows and the
-staging rows of the whole batch are read with three queries, changed in memory and flushed
-once, with the same checks:
+(``bench/recall.py``). Here the entries, their replicas, the instance rows, the staging rows
+and their requests' lifetimes (``mdm.catalog.pins``) are read a batch at a time, changed in
+memory and flushed once, with the same checks:
 
 * the caller needs ``write`` on every file and must be a service (staging rows);
 * a staging row counts only while this worker still holds its claim (``STARTED``, claimed by
