@@ -10,6 +10,7 @@ from tests.unit.catalog.helpers import dbs
 from tests.unit.catalog.test_recalls import (
     registered,
     test_a_batch_becomes_online_failed_or_lost_in_one_call,
+    test_a_recalled_file_is_pinned_for_the_longest_lifetime_its_requests_asked,
     test_changed_checksums_fail_and_a_failure_never_hides_an_online_copy,
     test_only_services_record,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "dbs",
     "registered",
     "test_a_batch_becomes_online_failed_or_lost_in_one_call",
+    "test_a_recalled_file_is_pinned_for_the_longest_lifetime_its_requests_asked",
     "test_changed_checksums_fail_and_a_failure_never_hides_an_online_copy",
     "test_only_services_record",
 ]

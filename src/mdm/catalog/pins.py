@@ -92,8 +92,10 @@ def repin(
     live pins, or to *now + grace* when none is left."""
     if not paths:
         return
-    now = utcnow()
-    latest = ends(session, paths, default, now)
+    # The replica rows are locked first (PostgreSQL; SQLite writers are serialized anyway):
+    # a concurrent stage() of the same file writes its replica, so the pins read below then
+    # include that request's once it has committed.
+    online: list[tuple[Replica, str]] = []
     for i in range(0, len(paths), CHUNK):
         stmt = (
             select(Replica, Entry.path)
@@ -104,8 +106,13 @@ def repin(
                 Entry.path.in_(paths[i : i + CHUNK]),
             )
         )
-        for replica, path in session.execute(stmt):
-            replica.pinned_until = max(latest.get(path, now), now + grace)
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(of=Replica)
+        online += [(replica, path) for replica, path in session.execute(stmt)]
+    now = utcnow()
+    latest = ends(session, [path for _, path in online], default, now)
+    for replica, path in online:
+        replica.pinned_until = max(latest.get(path, now), now + grace)
     session.flush()
 
 
