@@ -5,9 +5,10 @@ catalog's directory ACLs (``list``, ``read``) and the state of this SE's replica
 (``storage.name``): NEARLINE (only in the PACS), ONLINE (the complete ciphertext is in the
 cache, written by the recall worker, ``mdm.workers``), FAILED (last recall failed, reason
 kept). Nothing is recalled here: staging requests go to the catalog staging queue, which the
-recall workers drain; poll, cancel and delete read and change that queue; release shortens
-the pin and evicts at once when no grace is configured (``gfal-evict`` expects NEARLINE
-right after). Sizes: exact once the file was recalled once (a re-recall gives the same
+recall workers drain; poll, cancel and delete read and change that queue; release drops the
+caller's own pins (``mdm.catalog.pins``: pins are per request) and evicts at once, when no
+grace is configured and nobody else pins the file (``gfal-evict`` expects NEARLINE right
+after). Sizes: exact once the file was recalled once (a re-recall gives the same
 bytes), otherwise an estimate from the image size in the metadata catalog.
 
 Every method opens its own short session (the app calls them from a thread pool).
