@@ -213,12 +213,15 @@ class CatalogStorage:
             request = staging.submit(s, caller, clean, disk_lifetime=disk_lifetime or None)
             until = utcnow() + lifetime
             done = [f.path for f in request.files if f.state is CatalogStageState.COMPLETED]
-            for replica in self._mine(s, done):
+            for replica in self._mine(s, done, lock=True):
                 if replica.pinned_until is not None and replica.pinned_until < until:
                     replica.pinned_until = until  # staging an ONLINE file renews its pin
             return request.id
 
-    def _mine(self, s: Session, lfns: Sequence[str]) -> list[Replica]:
+    def _mine(self, s: Session, lfns: Sequence[str], *, lock: bool = False) -> list[Replica]:
+        """This SE's replicas of *lfns*; *lock*: locked and read afresh (PostgreSQL), so that
+        a concurrent release (``pins.repin`` locks them too) cannot overwrite a renewed pin
+        with one computed before this request's pin existed."""
         if not lfns:
             return []
         stmt = (
@@ -226,6 +229,8 @@ class CatalogStorage:
             .join(Entry, Replica.entry_id == Entry.id)
             .where(Replica.se == self.se, Entry.path.in_(list(lfns)))
         )
+        if lock and s.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(of=Replica).execution_options(populate_existing=True)
         return list(s.scalars(stmt))
 
     def poll(self, who: Identity, request_id: str) -> StageRequest:
