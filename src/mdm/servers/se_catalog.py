@@ -17,8 +17,6 @@ Every method opens its own short session (the app calls them from a thread pool)
 from __future__ import annotations
 
 import datetime as dt
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +46,7 @@ from mdm.storage.backend import (
 from mdm.storage.backend import (
     Entry as SeEntry,
 )
-from mdm.storage.checksums import file_checksums
+from mdm.storage.checksums import ChecksumMemo
 from mdm.workers import cache
 
 #: Part 10 preamble, meta and a typical de-identified header, added to the pixel bytes.
@@ -80,8 +78,7 @@ class CatalogStorage:
         self._services = [f"dn:{d}" for d in cat.service_dns] + [
             f"fqan:{f}" for f in cat.service_fqans
         ]
-        self._md5: dict[str, tuple[tuple[int, int, int], str]] = {}
-        self._lock = threading.Lock()
+        self._sums = ChecksumMemo()  # md5 of the cache copies, on demand
 
     def caller(self, who: Identity) -> Caller:
         return Caller.of(who, admin_entries=self._admins, service_entries=self._services)
@@ -138,21 +135,12 @@ class CatalogStorage:
         return ciphertext_length(rows * columns * 2 * frames + HEADER_ESTIMATE)
 
     def _md5_of(self, lfn: str) -> str | None:
-        path = cache.cache_path(self.cache_root, lfn)
+        """md5 of the cache copy (the worker records adler32 and sha256 only), remembered."""
         try:
-            with path.open("rb") as fh:
-                st = os.fstat(fh.fileno())
-                key = (st.st_ino, st.st_size, st.st_mtime_ns)
-                with self._lock:
-                    known = self._md5.get(lfn)
-                if known and known[0] == key:
-                    return known[1]
-                md5 = file_checksums(fh)["md5"]
+            with cache.cache_path(self.cache_root, lfn).open("rb") as fh:
+                return self._sums.of(lfn, fh).get("md5")
         except FileNotFoundError:
             return None
-        with self._lock:
-            self._md5[lfn] = (key, md5)
-        return md5
 
     def stat(self, lfn: str) -> SeEntry:
         lfn = normalize_lfn(lfn)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from mdm.storage.checksums import CHUNK, Checksummer, file_checksums
+from mdm.storage.checksums import CHUNK, ChecksumMemo, Checksummer, file_key
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class DiskCache:
         self._pins: dict[str, dict[str, tuple[str, float]]] = {}  # LFN -> holder -> (owner, until)
         self._keep_until: dict[str, float] = {}  # LFN -> end of grace after the last pin
         self._last_read: dict[str, float] = {}
-        self._sums: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._sums = ChecksumMemo()
         self._scan()
 
     def path(self, lfn: str) -> Path:
@@ -98,18 +98,7 @@ class DiskCache:
 
     def checksums(self, lfn: str, fh: BinaryIO, *, compute: bool = True) -> dict[str, str]:
         """Checksums of the open copy *fh* (remembered; ``compute=False``: known ones only)."""
-        st = os.fstat(fh.fileno())
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            known = self._sums.get(lfn)
-        if known and known[0] == key:
-            return known[1]
-        if not compute:
-            return {}
-        sums = file_checksums(fh)
-        with self._lock:
-            self._sums[lfn] = (key, sums)
-        return sums
+        return self._sums.of(lfn, fh, compute=compute)
 
     def store(self, lfn: str, src: BinaryIO) -> None:
         """Copy *src* in as *lfn*, atomically; ``OSError`` leaves nothing behind."""
@@ -127,7 +116,7 @@ class DiskCache:
             os.replace(tmp, dst)
             st = dst.stat()
             with self._lock:
-                self._sums[lfn] = ((st.st_ino, st.st_size, st.st_mtime_ns), summer.hexdigests())
+                self._sums.remember(lfn, file_key(st), summer.hexdigests())
                 self._online[lfn] = st.st_size
                 if lfn not in self._pins:
                     self._keep_until[lfn] = self._clock() + self.release_grace
@@ -194,7 +183,7 @@ class DiskCache:
         for lfn in lfns:
             self.path(lfn).unlink(missing_ok=True)
             self._online.pop(lfn, None)
-            self._sums.pop(lfn, None)
+            self._sums.forget(lfn)
             self._last_read.pop(lfn, None)
             self._keep_until.pop(lfn, None)
             self._pins.pop(lfn, None)

@@ -8,7 +8,10 @@ records. All are returned as lower-case hex; the HTTP layer re-encodes md5/sha-2
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import zlib
+from collections import OrderedDict
 from typing import BinaryIO
 
 CHUNK = 1 << 20
@@ -59,3 +62,55 @@ def file_checksums(fh: BinaryIO) -> dict[str, str]:
     while chunk := fh.read(CHUNK):
         c.update(chunk)
     return c.hexdigests()
+
+
+#: What identifies one version of a file on disk: inode, size, mtime (ns).
+FileKey = tuple[int, int, int]
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class ChecksumMemo:
+    """The checksums of cache copies, remembered per LFN for as long as the copy is the same
+    file (inode, size, mtime): a stat or ``Want-Digest`` must not read a whole file each time.
+
+    Thread-safe. At most *limit* LFNs, the least recently used forgotten first: a storage
+    element that runs for months stats millions of files, and an unbounded memo grew with
+    every one of them.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = max(1, limit)
+        self._sums: OrderedDict[str, tuple[FileKey, dict[str, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+    def of(self, lfn: str, fh: BinaryIO, *, compute: bool = True) -> dict[str, str]:
+        """The checksums of the open copy *fh* of *lfn*: remembered, or computed (from *fh*'s
+        position to its end) unless *compute* is False (then ``{}``)."""
+        key = file_key(os.fstat(fh.fileno()))
+        with self._lock:
+            known = self._sums.get(lfn)
+            if known is not None and known[0] == key:
+                self._sums.move_to_end(lfn)
+                return known[1]
+        if not compute:
+            return {}
+        sums = file_checksums(fh)
+        self.remember(lfn, key, sums)
+        return sums
+
+    def remember(self, lfn: str, key: FileKey, sums: dict[str, str]) -> None:
+        with self._lock:
+            self._sums[lfn] = (key, sums)
+            self._sums.move_to_end(lfn)
+            while len(self._sums) > self._limit:
+                self._sums.popitem(last=False)
+
+    def forget(self, lfn: str) -> None:
+        with self._lock:
+            self._sums.pop(lfn, None)
