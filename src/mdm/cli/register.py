@@ -32,6 +32,7 @@ def register(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from mdm._log import quiet_pynetdicom
+    from mdm.catalog import migrations
     from mdm.catalog.db import CatalogDatabases
     from mdm.dicom.pacs import Pacs
     from mdm.workers.instance import anonymizer_from, service_caller
@@ -45,6 +46,7 @@ def register(
         cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
     )
     try:
+        migrations.require_current(dbs)
         registrar = Registrar(
             settings, dbs, service_caller(settings), anonymizer_from(settings), pacs
         )

@@ -126,10 +126,12 @@ def create_app(settings: Settings, *, databases: CatalogDatabases | None = None)
     dbs = databases or CatalogDatabases(
         cfg.database_url, cfg.vault_database_url, busy_timeout=cfg.busy_timeout_seconds
     )
-    if cfg.auto_upgrade:
-        from mdm.catalog.migrations import upgrade
+    from mdm.catalog import migrations
 
-        upgrade(dbs)
+    if cfg.auto_upgrade:
+        migrations.upgrade(dbs)
+    elif databases is None:
+        migrations.require_current(dbs)  # a clear refusal at start, not 500s on a stale schema
     app = Starlette(routes=routes(), exception_handlers=EXCEPTION_HANDLERS)
     app.state.catalog = CatalogService(cfg, dbs)
     return app

@@ -25,14 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from mdm.acl import Identity
-from mdm.catalog import access, pins, staging
+from mdm.catalog import access, migrations, pins, staging
 from mdm.catalog.access import ROOT, Caller
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.models import Entry, EntryKind, Instance, Replica, utcnow
 from mdm.catalog.models import Right as CatalogRight
 from mdm.catalog.models import StageState as CatalogStageState
 from mdm.crypto import ciphertext_length
-from mdm.errors import FileNotFound, FileOffline, NotFound, PermissionDenied
+from mdm.errors import FileNotFound, FileOffline, MDMError, NotFound, PermissionDenied
 from mdm.settings import Settings
 from mdm.storage.backend import (
     ArchiveInfo,
@@ -65,9 +65,16 @@ class CatalogStorage:
 
     def __init__(self, settings: Settings, databases: CatalogDatabases | None = None) -> None:
         cat, st = settings.catalog, settings.storage
-        self.dbs = databases or CatalogDatabases(
-            cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
-        )
+        if databases is None:
+            databases = CatalogDatabases(
+                cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
+            )
+            try:
+                migrations.require_current(databases)  # not a missing column mid-request
+            except MDMError:
+                databases.dispose()
+                raise
+        self.dbs = databases
         self.se = st.name
         self.cache_root = Path(st.cache_dir)
         self.pin = st.pin_lifetime_seconds

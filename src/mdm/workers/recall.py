@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from mdm._log import quiet_pynetdicom
-from mdm.catalog import recalls, staging
+from mdm.catalog import migrations, recalls, staging
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.files import FileInfo
 from mdm.catalog.models import utcnow
@@ -123,6 +123,11 @@ class RecallWorker:
         self.dbs = CatalogDatabases(
             cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
         )
+        try:
+            migrations.require_current(self.dbs)  # a clear error, not a missing column later
+        except MDMError:
+            self.dbs.dispose()
+            raise
         self.caller = service_caller(settings)
         self.timings = Timings()
         st = settings.storage

@@ -8,6 +8,7 @@ the same database the two histories simply coexist there.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 
 from mdm.catalog.models import Base, VaultBase
+from mdm.errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, MetaData
@@ -30,7 +32,7 @@ PARTS: dict[str, tuple[str, str, MetaData]] = {
 }
 
 
-def _config(part: str, engine: Engine) -> Config:
+def _config(part: str, engine: Engine | None) -> Config:
     versions, table, metadata = PARTS[part]
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
@@ -60,3 +62,27 @@ def current(engine: Engine, part: str) -> str | None:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": PARTS[part][1]})
         return ctx.get_current_revision()
+
+
+@cache
+def head(part: str) -> str:
+    """The newest revision of *part* this code ships (what ``upgrade`` migrates to)."""
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_config(part, None)).get_current_head())
+
+
+def require_current(databases: CatalogDatabases) -> None:
+    """Refuse to run on a catalog or vault schema other than this code's (``ConfigError``
+    naming both revisions and the fix), before a query fails on a missing column halfway
+    through a request or a recall batch."""
+    for part, engine in (("catalog", databases.catalog.engine), ("vault", databases.vault.engine)):
+        have, want = current(engine, part), head(part)
+        if have != want:
+            state = f"at revision {have}" if have else "not created"
+            raise ConfigError(
+                f"the {part} database schema is {state}; this version of MDM needs {want}: run "
+                "`mdm catalog upgrade` with the same settings first (or set "
+                "catalog.auto_upgrade for the catalog service)",
+                key="catalog.database_url",
+            )
