@@ -84,5 +84,5 @@ def require_current(databases: CatalogDatabases) -> None:
                 f"the {part} database schema is {state}; this version of MDM needs {want}: run "
                 "`mdm catalog upgrade` with the same settings first (or set "
                 "catalog.auto_upgrade for the catalog service)",
-                key="catalog.database_url",
+                key="catalog.database_url" if part == "catalog" else "catalog.vault_database_url",
             )
