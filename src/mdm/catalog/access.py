@@ -17,8 +17,9 @@ hold list, read and write everywhere but never ``identity``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, exists, literal, or_, select, true
 from sqlalchemy.orm import Session
@@ -98,8 +99,15 @@ class Caller:
         return self.admin or (self.service and right in SERVICE_RIGHTS)
 
 
-#: Directories per grant lookup (an IN list: far below SQLite's and PostgreSQL's limits).
+#: Keys per ``IN`` list of the catalog's set-wide reads (grants, entries, pins, UID maps):
+#: far below SQLite's and PostgreSQL's limits on bound parameters.
 CHUNK = 500
+
+
+def chunks(keys: Sequence[str] | Sequence[int]) -> Iterator[Sequence[Any]]:
+    """*keys* a ``CHUNK`` at a time, for ``column.in_(chunk)``."""
+    for i in range(0, len(keys), CHUNK):
+        yield keys[i : i + CHUNK]
 
 
 class Grants:
@@ -120,10 +128,9 @@ class Grants:
         if self.caller.admin:
             return self  # every right by role: nothing to read
         dirs = sorted({a for p in paths for a in anchors(p)} - self._loaded)
-        for i in range(0, len(dirs), CHUNK):
+        for chunk in chunks(dirs):
             stmt = select(AclGrant.path, AclGrant.right).where(
-                AclGrant.principal.in_(self.caller.principals),
-                AclGrant.path.in_(dirs[i : i + CHUNK]),
+                AclGrant.principal.in_(self.caller.principals), AclGrant.path.in_(chunk)
             )
             self._held.update((path, right) for path, right in self.session.execute(stmt))
         self._loaded.update(dirs)

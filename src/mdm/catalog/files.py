@@ -83,8 +83,6 @@ def _by_path(session: Session, path: str) -> Entry | None:
 #: ``session.info`` key: the entries ``prefetch`` read (``None``: no entry at that path), kept
 #: by strong reference for ``add_file``'s first lookup.
 _PREFETCHED = "mdm.files.prefetched"
-#: Paths per prefetch query (an IN list: far below SQLite's and PostgreSQL's limits).
-_CHUNK = 500
 
 
 def prefetch(session: Session, paths: Iterable[str]) -> None:
@@ -92,10 +90,8 @@ def prefetch(session: Session, paths: Iterable[str]) -> None:
     walk): ``add_file`` then knows which exist without a query per instance. For this
     transaction only: a file another transaction registers meanwhile is still caught by the
     unique path (PostgreSQL: the savepoint in ``add_file``; SQLite: writers are serialized)."""
-    todo = sorted(set(paths))
     known: dict[str, Entry | None] = session.info.setdefault(_PREFETCHED, {})
-    for i in range(0, len(todo), _CHUNK):
-        chunk = todo[i : i + _CHUNK]
+    for chunk in access.chunks(sorted(set(paths))):
         found = {e.path: e for e in session.scalars(select(Entry).where(Entry.path.in_(chunk)))}
         known.update((p, found.get(p)) for p in chunk)
 
@@ -248,8 +244,8 @@ def find_entries(
         (Entry.path, sorted(set(lfns.values())), by_path),
         (Entry.guid, guids, by_guid),
     ):
-        for i in range(0, len(keys), access.CHUNK):
-            stmt = select(Entry).where(column.in_(keys[i : i + access.CHUNK])).options(*options)
+        for chunk in access.chunks(keys):
+            stmt = select(Entry).where(column.in_(chunk)).options(*options)
             for row in session.scalars(stmt):
                 found[row.path if column is Entry.path else row.guid] = row
     grants.load([*by_path, *(e.path for e in by_guid.values())])

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mdm.catalog.access import Caller
+from mdm.catalog.access import Caller, chunks
 from mdm.catalog.models import (
     Entry,
     Replica,
@@ -31,8 +31,11 @@ from mdm.catalog.models import (
     utcnow,
 )
 
-#: Paths per query (an IN list: far below SQLite's and PostgreSQL's limits).
-CHUNK = 500
+
+def end_of(start: dt.datetime, lifetime: float | None, default: dt.timedelta) -> dt.datetime:
+    """When a pin that began at *start* ends: its request's lifetime (seconds), else *default*.
+    The one rule for the storage element, the recall worker and ``repin``."""
+    return start + (dt.timedelta(seconds=lifetime) if lifetime else default)
 
 
 def release(session: Session, caller: Caller, request_id: str | None, paths: Sequence[str]) -> int:
@@ -40,12 +43,12 @@ def release(session: Session, caller: Caller, request_id: str | None, paths: Seq
     request = session.get(StageRequest, request_id) if request_id else None
     own = request is not None and request.caller == caller.name
     now, count = utcnow(), 0
-    for i in range(0, len(paths), CHUNK):
+    for chunk in chunks(paths):
         stmt = (
             select(StageFile)
             .join(StageRequest, StageFile.request_id == StageRequest.id)
             .where(
-                StageFile.path.in_(paths[i : i + CHUNK]),
+                StageFile.path.in_(chunk),
                 StageFile.state == StageState.COMPLETED,
                 StageFile.released.is_(None),
             )
@@ -66,12 +69,12 @@ def ends(
 ) -> dict[str, dt.datetime]:
     """The latest end of the live pins of each of *paths* (a path without one is absent)."""
     out: dict[str, dt.datetime] = {}
-    for i in range(0, len(paths), CHUNK):
+    for chunk in chunks(paths):
         rows = session.execute(
             select(StageFile.path, StageFile.finished, StageRequest.disk_lifetime)
             .join(StageRequest, StageFile.request_id == StageRequest.id)
             .where(
-                StageFile.path.in_(paths[i : i + CHUNK]),
+                StageFile.path.in_(chunk),
                 StageFile.state == StageState.COMPLETED,
                 StageFile.released.is_(None),
             )
@@ -79,7 +82,7 @@ def ends(
         for path, finished, lifetime in rows:
             if finished is None:
                 continue
-            end: dt.datetime = finished + (dt.timedelta(seconds=lifetime) if lifetime else default)
+            end = end_of(finished, lifetime, default)
             if end > now and end > out.get(path, now):
                 out[path] = end
     return out
@@ -96,14 +99,14 @@ def repin(
     # a concurrent stage() of the same file writes its replica, so the pins read below then
     # include that request's once it has committed.
     online: list[tuple[Replica, str]] = []
-    for i in range(0, len(paths), CHUNK):
+    for chunk in chunks(paths):
         stmt = (
             select(Replica, Entry.path)
             .join(Entry, Replica.entry_id == Entry.id)
             .where(
                 Replica.se == se,
                 Replica.state == ReplicaState.ONLINE,
-                Entry.path.in_(paths[i : i + CHUNK]),
+                Entry.path.in_(chunk),
             )
         )
         if session.get_bind().dialect.name == "postgresql":
@@ -120,11 +123,11 @@ def lifetimes(session: Session, file_ids: Sequence[int]) -> dict[int, float | No
     """The ``diskLifetime`` (seconds, or None for the default) of the request of each staging
     file: the recall worker pins what it completes for the longest of them."""
     out: dict[int, float | None] = {}
-    for i in range(0, len(file_ids), CHUNK):
+    for chunk in chunks(file_ids):
         rows = session.execute(
             select(StageFile.id, StageRequest.disk_lifetime)
             .join(StageRequest, StageFile.request_id == StageRequest.id)
-            .where(StageFile.id.in_(file_ids[i : i + CHUNK]))
+            .where(StageFile.id.in_(chunk))
         )
         out.update((fid, life) for fid, life in rows)
     return out

@@ -143,8 +143,7 @@ def record(
                 reason = _content(entry, item.info, changes)
         if reason is None and entry is not None:
             # pinned for the longest lifetime its requests asked (pinned_until: the default)
-            until = max(now + dt.timedelta(seconds=life) if (life := lives.get(i)) else
-                        pinned_until for i in mine)  # fmt: skip
+            until = max(pins.end_of(now, lives.get(i), pinned_until - now) for i in mine)
             changes.replica(entry.id, replicas.get(entry.id), url(entry.path), se,
                             ReplicaState.ONLINE, until, None, item.info)  # fmt: skip
             instance = instances.get(entry.id)

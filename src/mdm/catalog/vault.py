@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mdm.catalog import audit
-from mdm.catalog.access import ROOT, Caller
+from mdm.catalog.access import ROOT, Caller, chunks
 from mdm.catalog.models import Right, UidMap, VaultPatient, VaultStudy
 from mdm.errors import Conflict, NotFound, PermissionDenied, UsageError
 
@@ -67,8 +67,6 @@ def _study_dir(pseudo_study_uid: str) -> str:
 #: identity map is weak, so without them every instance of a study read its patient, study
 #: and series rows again.
 _KNOWN = "mdm.vault.known"
-#: Pseudonyms per prefetch query (an IN list: far below SQLite's and PostgreSQL's limits).
-_CHUNK = 500
 
 
 def _get(session: Session, model: Any, key: str) -> Any:
@@ -88,10 +86,8 @@ def prefetch(session: Session, pseudo_uids: Sequence[str]) -> None:
     of a PACS walk): ``register_identity`` then finds each mapping, or knows it absent, without
     a query per instance. For this transaction only; a mapping another transaction adds
     meanwhile still fails the insert (unique key), as without the prefetch."""
-    uids = sorted(set(pseudo_uids))
     known: dict[tuple[Any, str], Any] = session.info.setdefault(_KNOWN, {})
-    for i in range(0, len(uids), _CHUNK):
-        chunk = uids[i : i + _CHUNK]
+    for chunk in chunks(sorted(set(pseudo_uids))):
         rows = {
             r.pseudo_uid: r
             for r in session.scalars(select(UidMap).where(UidMap.pseudo_uid.in_(chunk)))

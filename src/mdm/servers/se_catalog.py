@@ -202,11 +202,10 @@ class CatalogStorage:
 
     def stage(self, who: Identity, lfns: Sequence[str], disk_lifetime: float | None = None) -> str:
         caller = self.caller(who)
-        lifetime = dt.timedelta(seconds=disk_lifetime if disk_lifetime else self.pin)
         with self.dbs.catalog.session(write=True) as s:
             clean = self._require_read(s, caller, lfns)
             request = staging.submit(s, caller, clean, disk_lifetime=disk_lifetime or None)
-            until = utcnow() + lifetime
+            until = pins.end_of(utcnow(), disk_lifetime, dt.timedelta(seconds=self.pin))
             done = [f.path for f in request.files if f.state is CatalogStageState.COMPLETED]
             for replica in self._mine(s, done, lock=True):
                 if replica.pinned_until is not None and replica.pinned_until < until:
