@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
@@ -25,6 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from mdm.errors import AlreadyExists, ConfigError, Conflict, MDMError
+
+if TYPE_CHECKING:
+    from mdm.settings import CatalogSettings
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +161,12 @@ class CatalogDatabases:
             self.vault = Database(vault_database_url, **kw)
         else:
             self.vault = self.catalog
+
+    @classmethod
+    def from_settings(cls, cfg: CatalogSettings) -> CatalogDatabases:
+        """The databases ``[catalog]`` names (``migrations.open_current`` also checks their
+        schema, which every service does before it starts)."""
+        return cls(cfg.database_url, cfg.vault_database_url, busy_timeout=cfg.busy_timeout_seconds)
 
     @property
     def separate_vault(self) -> bool:

@@ -25,9 +25,7 @@ def _databases(ctx: click.Context) -> CatalogDatabases:
     from mdm.cli import load_settings
 
     cfg = load_settings(ctx).catalog
-    return CatalogDatabases(
-        cfg.database_url, cfg.vault_database_url, busy_timeout=cfg.busy_timeout_seconds
-    )
+    return CatalogDatabases.from_settings(cfg)
 
 
 @catalog.command()

@@ -33,20 +33,15 @@ def register(
 
     from mdm._log import quiet_pynetdicom
     from mdm.catalog import migrations
-    from mdm.catalog.db import CatalogDatabases
     from mdm.dicom.pacs import Pacs
     from mdm.workers.instance import anonymizer_from, service_caller
     from mdm.workers.registrar import Registrar
 
     quiet_pynetdicom()
     settings = load_settings(ctx)
-    cat = settings.catalog
     pacs = Pacs.from_settings(settings, pacs_name)
-    dbs = CatalogDatabases(
-        cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
-    )
+    dbs = migrations.open_current(settings.catalog)
     try:
-        migrations.require_current(dbs)
         registrar = Registrar(
             settings, dbs, service_caller(settings), anonymizer_from(settings), pacs
         )

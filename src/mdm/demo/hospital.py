@@ -108,7 +108,7 @@ class Hospital:
 
         settings = grid.settings_for("worker", server=True)
         cat = settings.catalog
-        dbs = CatalogDatabases(cat.database_url, cat.vault_database_url)
+        dbs = CatalogDatabases.from_settings(cat)
         try:
             registrar = Registrar(
                 settings,

@@ -123,15 +123,15 @@ def create_app(settings: Settings, *, databases: CatalogDatabases | None = None)
     The schema must be current (``mdm catalog upgrade``, or ``catalog.auto_upgrade``).
     """
     cfg = settings.catalog
-    dbs = databases or CatalogDatabases(
-        cfg.database_url, cfg.vault_database_url, busy_timeout=cfg.busy_timeout_seconds
-    )
     from mdm.catalog import migrations
 
-    if cfg.auto_upgrade:
+    if databases is not None:
+        dbs = databases
+    elif cfg.auto_upgrade:
+        dbs = CatalogDatabases.from_settings(cfg)
         migrations.upgrade(dbs)
-    elif databases is None:
-        migrations.require_current(dbs)  # a clear refusal at start, not 500s on a stale schema
+    else:
+        dbs = migrations.open_current(cfg)  # a clear refusal at start, not 500s later
     app = Starlette(routes=routes(), exception_handlers=EXCEPTION_HANDLERS)
     app.state.catalog = CatalogService(cfg, dbs)
     return app

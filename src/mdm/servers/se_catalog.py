@@ -32,7 +32,7 @@ from mdm.catalog.models import Entry, EntryKind, Instance, Replica, utcnow
 from mdm.catalog.models import Right as CatalogRight
 from mdm.catalog.models import StageState as CatalogStageState
 from mdm.crypto import ciphertext_length
-from mdm.errors import FileNotFound, FileOffline, MDMError, NotFound, PermissionDenied
+from mdm.errors import FileNotFound, FileOffline, NotFound, PermissionDenied
 from mdm.settings import Settings
 from mdm.storage.backend import (
     ArchiveInfo,
@@ -65,16 +65,8 @@ class CatalogStorage:
 
     def __init__(self, settings: Settings, databases: CatalogDatabases | None = None) -> None:
         cat, st = settings.catalog, settings.storage
-        if databases is None:
-            databases = CatalogDatabases(
-                cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
-            )
-            try:
-                migrations.require_current(databases)  # not a missing column mid-request
-            except MDMError:
-                databases.dispose()
-                raise
-        self.dbs = databases
+        # the schema checked at start: not a missing column in the middle of a request
+        self.dbs = databases or migrations.open_current(cat)
         self.se = st.name
         self.cache_root = Path(st.cache_dir)
         self.pin = st.pin_lifetime_seconds

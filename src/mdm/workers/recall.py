@@ -42,7 +42,6 @@ from typing import Any
 
 from mdm._log import quiet_pynetdicom
 from mdm.catalog import migrations, recalls, staging
-from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.files import FileInfo
 from mdm.catalog.models import utcnow
 from mdm.catalog.recalls import Recalled
@@ -120,14 +119,7 @@ class RecallWorker:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         cat = settings.catalog
-        self.dbs = CatalogDatabases(
-            cat.database_url, cat.vault_database_url, busy_timeout=cat.busy_timeout_seconds
-        )
-        try:
-            migrations.require_current(self.dbs)  # a clear error, not a missing column later
-        except MDMError:
-            self.dbs.dispose()
-            raise
+        self.dbs = migrations.open_current(cat)  # a clear error, not a missing column later
         self.caller = service_caller(settings)
         self.timings = Timings()
         st = settings.storage

@@ -16,12 +16,13 @@ from alembic import command
 from alembic.config import Config
 
 from mdm.catalog.models import Base, VaultBase
-from mdm.errors import ConfigError
+from mdm.errors import ConfigError, MDMError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, MetaData
 
     from mdm.catalog.db import CatalogDatabases
+    from mdm.settings import CatalogSettings
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,3 +87,17 @@ def require_current(databases: CatalogDatabases) -> None:
                 "catalog.auto_upgrade for the catalog service)",
                 key="catalog.database_url" if part == "catalog" else "catalog.vault_database_url",
             )
+
+
+def open_current(cfg: CatalogSettings) -> CatalogDatabases:
+    """The databases of *cfg*, checked to be at this code's schema (``require_current``):
+    what the worker, the storage element, the catalog service and ``mdm register`` open."""
+    from mdm.catalog.db import CatalogDatabases
+
+    databases = CatalogDatabases.from_settings(cfg)
+    try:
+        require_current(databases)
+    except MDMError:
+        databases.dispose()
+        raise
+    return databases
