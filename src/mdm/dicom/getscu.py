@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
 from mdm.dicom.retrieve import RetrieveReport, RetrieveRequest
 from mdm.dicom.scp import ReceivedInstance, Sink
 from mdm.dicom.scu import Peer
@@ -274,22 +276,9 @@ def _instance(path: Path) -> ReceivedInstance:
     )
 
 
-#: Explicit VRs whose length field is 4 bytes (after 2 reserved bytes), PS3.5 7.1.2.
-_LONG_VRS = {
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-}
+#: Explicit VRs whose length field is 4 bytes (after 2 reserved bytes), PS3.5 7.1.2: pydicom's
+#: list, as bytes.
+_LONG_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 
 
 def file_meta_uids(data: bytes) -> dict[int, str]:
