@@ -89,3 +89,10 @@ def recall(ctx: click.Context, once: bool, threads: int, poll: float) -> None:
     if total.timings:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(total.timings.items()))
         click.echo(f"seconds per stage (summed over threads): {stages}", err=True)
+    taken, declined = total.elementwise
+    if taken + declined:
+        click.echo(
+            f"anonymized element by element: {taken} of {taken + declined} instances "
+            "(the others through the whole dataset)",
+            err=True,
+        )

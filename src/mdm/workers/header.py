@@ -19,6 +19,7 @@ from typing import Any
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 #: Values larger than this are bulk data (not kept in the catalog), as in DICOMweb.
 BULK = 4096
@@ -53,8 +54,13 @@ class HeaderMemo:
         self._limit = limit
         self._lock = threading.Lock()
 
+    @staticmethod
+    def encoding(ds: Dataset) -> tuple[Any, ...]:
+        """What the JSON of a raw element depends on besides its tag, VR and bytes."""
+        return (ds.original_encoding, repr(ds.get("SpecificCharacterSet")))
+
     def convert(self, ds: Dataset) -> dict[str, Any]:
-        encoding = (ds.original_encoding, repr(ds.get("SpecificCharacterSet")))
+        encoding = self.encoding(ds)
         out: dict[str, Any] = {}
         for tag in tuple(ds.keys()):  # iterating a Dataset would convert every element
             if tag.group == 0x7FE0:
@@ -67,7 +73,7 @@ class HeaderMemo:
                 and isinstance(raw.value, bytes)
                 and (raw.VR is not None or not tag.is_private)  # private VR: from its creator
             ):
-                key = (encoding, tag, raw.VR, raw.value)
+                key = (encoding, int(tag), raw.VR, raw.value)
                 hit = self._memo.get(key)
                 if hit is not None:
                     out[f"{tag:08X}"] = hit
@@ -84,3 +90,38 @@ class HeaderMemo:
                         self._memo.clear()
                     self._memo[key] = element
         return out
+
+    def raw(
+        self,
+        encoding: tuple[Any, ...],
+        tag: int,
+        vr: str | None,
+        value: bytes,
+        charset: RawDataElement | None,
+    ) -> dict[str, Any] | None:
+        """The JSON of one raw, public, non-ambiguous top-level element (*vr* None: implicit
+        VR), as ``convert`` gives it in a dataset of that *encoding* (``encoding(ds)``) whose
+        Specific Character Set is *charset*; None when it is bulk data (left out). For the
+        recall's element-wise path, which has no whole dataset (``mdm.workers.elementwise``)."""
+        key = None
+        if len(value) <= BULK:
+            key = (encoding, tag, vr, value)
+            hit = self._memo.get(key)
+            if hit is not None:
+                return hit
+        ds = Dataset()
+        if charset is not None:
+            ds._dict[BaseTag(0x00080005)] = charset
+        raw = RawDataElement(BaseTag(tag), vr, len(value), value, 0, vr is None, True)
+        ds._dict[raw.tag] = raw
+        element = ds[raw.tag].to_json_dict(
+            bulk_data_element_handler=_no_bulk, bulk_data_threshold=BULK
+        )
+        if not _kept(element):
+            return None
+        if key is not None:
+            with self._lock:
+                if len(self._memo) >= self._limit:
+                    self._memo.clear()
+                self._memo[key] = element
+        return element

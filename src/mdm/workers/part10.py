@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
@@ -58,17 +58,39 @@ def encode(ds: Dataset) -> bytes:
         return encode_with_dcmwrite(ds, syntax)
     meta = _meta_bytes(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(syntax))
     little, implicit = syntax != ExplicitVRBigEndian, syntax == ImplicitVRLittleEndian
-    if (
-        little
-        and (implicit, little) == ds.original_encoding
-        and (ds.original_character_set == ds._character_set)
-    ):
+    if can_chunk(ds, syntax):
         return b"".join(_chunks(ds, meta, implicit))
     out = DicomBytesIO()
     out.write(meta)
     out.is_little_endian, out.is_implicit_VR = little, implicit
     write_dataset(out, ds)
     return out.getvalue()
+
+
+def encode_merged(
+    ds: Dataset, syntax: str, others: Sequence[tuple[int, bytes, bytes | memoryview]]
+) -> bytes:
+    """``encode`` of *ds* with *others* merged in: ``(tag, header, value)`` of elements that
+    are not in *ds*, in tag order, already encoded as ``_chunks`` would (the recall's
+    element-wise path, ``mdm.workers.elementwise``). *ds* must pass ``can_chunk``."""
+    implicit = syntax == ImplicitVRLittleEndian
+    parts: list[bytes | memoryview] = [
+        _meta_bytes(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(syntax))
+    ]
+    append = parts.append
+    i, count = 0, len(others)
+    for tag, head, value in elements(ds, implicit):
+        while i < count and others[i][0] < tag:
+            _, h, v = others[i]
+            append(h)
+            append(v)
+            i += 1
+        append(head)
+        append(value)
+    for _, h, v in others[i:]:
+        append(h)
+        append(v)
+    return b"".join(parts)
 
 
 def _chunks(ds: Dataset, meta: bytes, implicit: bool) -> Iterator[bytes]:
@@ -81,33 +103,54 @@ def _chunks(ds: Dataset, meta: bytes, implicit: bool) -> Iterator[bytes]:
     one element at a time. Same bytes as ``write_dataset`` (tested on pydicom's test files,
     as read and anonymized); half the encoding time of a CT instance (docs/recall.md)."""
     yield meta
+    for _tag, head, value in elements(ds, implicit):
+        yield head
+        yield value
+
+
+def elements(ds: Dataset, implicit: bool) -> Iterator[tuple[int, bytes, bytes]]:
+    """``(tag, header, value)`` per element of *ds* in tag order, as ``_chunks`` writes them
+    (an element written by pydicom is all header, with an empty value)."""
     encodings = ds.get("SpecificCharacterSet", default_encoding)
-    elements = ds._dict
-    for tag in sorted(elements):
+    items = ds._dict
+    for tag in sorted(items, key=int):  # BaseTag's own comparisons are Python code
         group, number = tag >> 16, tag & 0xFFFF
         if number == 0 and group > 6:
             continue  # retired group length: write_dataset leaves it out too
-        elem = elements[tag]
+        elem = items[tag]
         if type(elem) is RawDataElement and type(elem.value) is bytes and elem.length != _UNDEFINED:
-            size = len(elem.value)
-            if implicit:
-                yield _IMPLICIT(group, number, size)
-                yield elem.value
-                continue
-            vr = elem.VR
-            if vr in _LONG_VRS:
-                yield _EXPLICIT_LONG(group, number, vr.encode("ascii"), size)
-                yield elem.value
-                continue
-            if vr is not None and len(vr) == 2 and size <= 0xFFFF:
-                yield _EXPLICIT(group, number, vr.encode("ascii"), size)
-                yield elem.value
+            head = raw_header(group, number, elem.VR, len(elem.value), implicit)
+            if head is not None:
+                yield int(tag), head, elem.value
                 continue
         out = DicomBytesIO()
         out.is_little_endian, out.is_implicit_VR = True, implicit
         with tag_in_exception(Tag(tag)):
             write_data_element(out, ds.get_item(tag), encodings)
-        yield out.getvalue()
+        yield int(tag), out.getvalue(), b""
+
+
+def raw_header(group: int, number: int, vr: str | None, size: int, implicit: bool) -> bytes | None:
+    """The header ``_chunks`` writes before a raw value, little endian; None when pydicom
+    must write the element (no usable VR, or a value too long for a short VR's length)."""
+    if implicit:
+        return _IMPLICIT(group, number, size)
+    if vr in _LONG_VRS:
+        return _EXPLICIT_LONG(group, number, vr.encode("ascii"), size)
+    if vr is not None and len(vr) == 2 and size <= 0xFFFF:
+        return _EXPLICIT(group, number, vr.encode("ascii"), size)
+    return None
+
+
+def can_chunk(ds: Dataset, syntax: str) -> bool:
+    """Whether ``encode`` writes *ds* element by element (``_chunks``): little endian, not
+    deflated, still in the encoding and character set it was read in."""
+    if syntax in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian):
+        return False
+    implicit = syntax == ImplicitVRLittleEndian
+    return bool(
+        (implicit, True) == ds.original_encoding and ds.original_character_set == ds._character_set
+    )
 
 
 _UNDEFINED = 0xFFFFFFFF

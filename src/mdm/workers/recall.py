@@ -87,6 +87,9 @@ class BatchResult:
     completed: int = 0
     failed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    #: Instances anonymized element by element, and through the whole dataset
+    #: (``mdm.workers.elementwise``) in a ``run``.
+    elementwise: tuple[int, int] = (0, 0)
 
     @property
     def files(self) -> int:
@@ -297,6 +300,8 @@ def run_once(settings: Settings, *, worker: RecallWorker | None = None) -> Batch
             total.completed += r.completed
             total.failed += r.failed
         w.sweep()
+        ew = w.batches.processor.elementwise
+        total.elementwise = (ew.taken, ew.declined)
     finally:
         if own:
             w.close()
@@ -349,4 +354,6 @@ def run(
         while recording:
             settle(recording.popleft())
         total.timings = dict(w.timings.totals)
+        ew = w.batches.processor.elementwise
+        total.elementwise = (ew.taken, ew.declined)
     return total

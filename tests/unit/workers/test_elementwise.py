@@ -1,0 +1,180 @@
+"""The recall's element-wise path gives exactly what the whole-dataset path gives: the same
+plaintext bytes (a re-recall replays them under the recorded key), the same identity record
+and the same header JSON, key order included; and it declines what it does not handle."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import DATA_ROOT
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from mdm.dicom.anonymize import Anonymizer, Options
+from mdm.dicom.anonymize.elements import CORE, MEMO, PASS
+from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
+from mdm.workers.elementwise import Elementwise
+from mdm.workers.header import HeaderMemo, header_json
+from mdm.workers.part10 import encode
+
+SECRET = b"unit-test-site-secret-0123456789"
+
+OPTION_SETS = [
+    (),
+    ("retain_long_modified_dates", "retain_safe_private"),
+    ("retain_uids", "retain_long_full_dates"),
+    ("retain_device_identity", "retain_institution_identity"),
+]
+
+
+def _whole(anonymizer: Anonymizer, data: bytes) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = anonymizer.anonymize(dcmread(io.BytesIO(data)))
+        plaintext = encode(result.dataset)
+        header = header_json(result.dataset, HeaderMemo())
+    return plaintext, result.identity.as_dict(), header
+
+
+def _variant(data: bytes, implicit: bool) -> bytes:
+    """A corpus instance with what real headers have and the corpus lacks: ambiguous VRs
+    (US or SS: pydicom settles them from Pixel Representation in implicit VR), a private
+    block, a sequence, an empty element, and a de-identification mark that must be reset."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = dcmread(io.BytesIO(data))
+    ds.PixelRepresentation = 1
+    ds.SmallestImagePixelValue = -5
+    ds.LargestImagePixelValue = 900
+    for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue"):
+        ds[keyword].VR = "SS"  # written as SS; read back from implicit VR as "US or SS"
+    ds.PatientIdentityRemoved = "NO"
+    ds.private_block(0x0009, "ACME 1.0", create=True).add_new(0x01, "LO", "ward 5")
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    ds.ReferencedImageSequence = Sequence([item])
+    ds.ImageComments = ""
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ds.file_meta.TransferSyntaxUID
+    )
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _corpus() -> list[bytes]:
+    explicit = [to_bytes(ds) for _, ds in generate(CorpusSpec())]
+    return (
+        explicit
+        + [_variant(data, implicit=True) for data in explicit[:8]]
+        + [_variant(data, implicit=False) for data in explicit[8:12]]
+    )
+
+
+def _pydicom_files() -> Iterator[tuple[str, bytes]]:
+    from pydicom.data import get_charset_files
+
+    paths = sorted(Path(DATA_ROOT, "test_files").glob("*.dcm"))
+    paths += [Path(p) for p in get_charset_files("*.dcm")]
+    for path in paths:
+        if path.stat().st_size < 300_000:
+            yield path.name, path.read_bytes()
+
+
+def _same(path: Elementwise, anonymizer: Anonymizer, data: bytes) -> bool | None:
+    """True: taken and equal, twice (the second time from the memos); None: declined.
+    Fails the test on any difference."""
+    try:
+        expected = _whole(anonymizer, data)
+    except Exception:  # the whole path refuses it: so must the element-wise one
+        assert path.process(data) is None
+        return None
+    for _ in range(2):
+        got = path.process(data)
+        if got is None:
+            return None
+        assert got.plaintext == expected[0]
+        assert got.identity.as_dict() == expected[1]
+        assert list(got.header.items()) == list(expected[2].items())
+    return True
+
+
+@pytest.mark.parametrize("names", OPTION_SETS, ids=lambda n: ",".join(n) or "basic")
+def test_the_corpus_goes_element_by_element_with_the_whole_paths_result(
+    names: tuple[str, ...],
+) -> None:
+    anonymizer = Anonymizer(Options.from_names(names), secret=SECRET)
+    path = Elementwise(anonymizer, HeaderMemo())
+    corpus = _corpus()
+    assert all(_same(path, anonymizer, data) for data in corpus)
+    assert path.taken == 2 * len(corpus)
+    assert path.declined == 0
+
+
+@pytest.mark.parametrize("names", OPTION_SETS[:2], ids=lambda n: ",".join(n) or "basic")
+def test_pydicoms_test_files_give_the_whole_paths_result_or_are_declined(
+    names: tuple[str, ...],
+) -> None:
+    """Private elements, sequences of undefined length, encapsulated pixel data, overlays,
+    character sets, implicit VR with ambiguous VRs, empty values, odd files."""
+    anonymizer = Anonymizer(Options.from_names(names), secret=SECRET)
+    path = Elementwise(anonymizer, HeaderMemo())
+    taken = declined = 0
+    for _name, data in _pydicom_files():
+        outcome = _same(path, anonymizer, data)
+        taken += outcome is True
+        declined += outcome is None
+    assert taken > 15
+    assert declined > 5  # big endian, truncated, refused...
+
+
+def test_what_it_declines() -> None:
+    anonymizer = Anonymizer(secret=SECRET)
+    path = Elementwise(anonymizer, HeaderMemo())
+    data = to_bytes(next(iter(generate(CorpusSpec(patients=1))))[1])
+    assert path.process(data) is not None
+    big = Path(DATA_ROOT, "test_files", "MR_small_bigendian.dcm").read_bytes()
+    assert dcmread(io.BytesIO(big)).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    assert _whole(anonymizer, big)[0]  # the whole path takes it
+    assert path.process(big) is None
+    assert path.process(data[:-100]) is None  # Pixel Data runs past the end
+    assert path.process(data[128:]) is None  # no preamble
+    assert path.process(b"") is None
+    # Options that scrub free text of the instance's own identifiers need the whole dataset.
+    scrubbing = Anonymizer(Options(clean_descriptors=True), secret=SECRET)
+    assert Elementwise(scrubbing, HeaderMemo()).process(data) is None
+
+
+def test_the_plan_sorts_elements_by_what_the_walk_needs() -> None:
+    path = Elementwise(Anonymizer(secret=SECRET), HeaderMemo())
+    kind = path.plan.kind
+    assert kind(0x00280010, "US") == PASS  # Rows: not in the table
+    assert kind(0x7FE00010, "OW") == PASS  # Pixel Data, explicit VR
+    assert kind(0x7FE00010, None) == CORE  # implicit: OB or OW is decided by pydicom
+    assert kind(0x00280103, None) == CORE  # ...reading Pixel Representation
+    assert kind(0x00080020, "DA") == MEMO  # Study Date: Z
+    assert kind(0x0020000D, "UI") == CORE  # Study Instance UID: the identity record
+    assert kind(0x00100010, "PN") == CORE  # Patient's Name: the patient's pseudonym
+    assert kind(0x00091010, "LO") == CORE  # private
+    assert kind(0x00081110, "SQ") == CORE  # a sequence
+    assert kind(0x60003000, "OW") == CORE  # overlay data
+    assert kind(0x00120062, "CS") == CORE  # a de-identification mark, set on every output
+
+
+def test_an_element_demoted_to_the_core_gives_the_same_result() -> None:
+    """What ``Decline`` does when the walk of one element leaves no raw value: the element
+    moves to the core for good; the result stays the whole path's."""
+    anonymizer = Anonymizer(secret=SECRET)
+    path = Elementwise(anonymizer, HeaderMemo())
+    data = to_bytes(next(iter(generate(CorpusSpec(patients=1))))[1])
+    for tag in (0x00080020, 0x00080080, 0x00200052):  # Z date, D text, U UID
+        path.plan.demote(tag, dcmread(io.BytesIO(data))[tag].VR)
+        assert path.plan.kind(tag, dcmread(io.BytesIO(data))[tag].VR) == CORE
+    assert _same(path, anonymizer, data) is True
