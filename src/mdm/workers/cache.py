@@ -72,18 +72,27 @@ def replace_atomically(
     removes. ``fsync=False``: the caller flushes (``os.sync``) before relying on the file.
     ``direct``: written with ``O_DIRECT`` where the filesystem allows it.
     """
-    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
     try:
-        if not (direct and write_direct(tmp, data, fsync=fsync)):
-            with tmp.open("xb") as fh:
-                fh.write(data)
-                if fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+        try:
+            _write_new(tmp, data, fsync=fsync, direct=direct)
+        except FileNotFoundError:  # the directory is new: made only then (one syscall less)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _write_new(tmp, data, fsync=fsync, direct=direct)
         os.replace(tmp, dst)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_new(path: Path, data: bytes | memoryview, *, fsync: bool, direct: bool) -> None:
+    if direct and write_direct(path, data, fsync=fsync):
+        return
+    with path.open("xb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def present(root: Path, lfn: str, size: int) -> bool:

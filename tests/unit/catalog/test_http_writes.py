@@ -245,6 +245,7 @@ def test_replica_writes_need_write(
 
 
 def test_replicas_of_unknown_files_and_directories(http: httpx.Client) -> None:
+    new_file(http)  # the study and series directories exist, whatever ran before
     missing = f"/dicom/{STUDY}/{SERIES}/2.25.999999"
     body = {"path": missing, "se": "SITE-B", "url": "davs://b/x"}
     problem(http.post("/files/replicas", json=body, headers=as_(SERVICE)), 404, "FileNotFound")
