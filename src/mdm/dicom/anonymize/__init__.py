@@ -20,7 +20,10 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -77,6 +80,22 @@ def _withhold_pydicom_values() -> None:
 
 
 _withhold_pydicom_values()
+
+#: ``warnings.catch_warnings`` swaps module-wide state and is not thread-safe: two threads
+#: anonymizing at once (the recall worker's pool) restored each other's state, and a pydicom
+#: warning raised while decoding an *original* value reached stderr. One lock per process
+#: around the capture (re-entrant); the anonymizer is pure Python, so no parallelism is lost.
+_CAPTURE = threading.RLock()
+
+
+@contextmanager
+def captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Warnings raised inside are recorded, never shown (they may quote original values);
+    thread-safe, unlike ``warnings.catch_warnings`` alone."""
+    with _CAPTURE, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
 
 #: Type 1C attributes the table keeps (D) whose condition is an attribute it removes (X):
 #: kept alone they would make the instance invalid (PS3.3 C.7.1.3: the committee name is
@@ -185,8 +204,7 @@ class Anonymizer:
         Raises AnonymizationRefused when the pixels may carry identity (see burned_in), and
         InvalidDicom when an element cannot be decoded.
         """
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with captured_warnings() as caught:
             result = self._anonymize(dataset)
         if caught:
             logger.debug("pydicom raised %d warning(s) while anonymizing", len(caught))

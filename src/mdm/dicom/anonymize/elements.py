@@ -28,19 +28,22 @@ walk is tested on the corpus and on pydicom's test files (tests/unit/workers).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from mdm.dicom.anonymize import burned_in
+from mdm.dicom.anonymize import (
+    _CONDITIONAL,
+    _IDENTITY_TAGS,
+    Anonymizer,
+    burned_in,
+    captured_warnings,
+)
 from mdm.dicom.anonymize.handlers import _STRING_VRS, _UNDEFINED, _generic_kind, _Instance
 from mdm.dicom.anonymize.profile import KEEP
-
-if TYPE_CHECKING:
-    from mdm.dicom.anonymize import Anonymizer
 
 PASS, MEMO, CORE = 0, 1, 2
 
@@ -63,8 +66,6 @@ class ElementPlan:
     thread-safe (a dictionary per VR seen)."""
 
     def __init__(self, anonymizer: Anonymizer) -> None:
-        from mdm.dicom.anonymize import _CONDITIONAL, _IDENTITY_TAGS
-
         self.anonymizer = anonymizer
         self.usable = not anonymizer._scrubbing
         self._actions = anonymizer.profile.actions
@@ -167,7 +168,8 @@ class ElementMemo:
         ds._dict[tag] = raw
         # The patient key only names the patient's own pseudonyms, which are CORE elements.
         inst = _Instance(patient_key="", shift_days=shift)
-        self._anonymizer._walker.walk(ds, inst)
+        with captured_warnings():  # the value is an original one: never shown
+            self._anonymizer._walker.walk(ds, inst)
         out = ds._dict.get(tag)
         if out is None:
             value = None
