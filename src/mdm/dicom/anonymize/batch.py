@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from mdm.dicom.anonymize import captured_warnings
 from mdm.errors import AnonymizationRefused, InvalidDicom, MDMError
 
 if TYPE_CHECKING:
@@ -85,8 +85,7 @@ def read_dataset(path: Path) -> Dataset:
     Files without the Part 10 preamble are accepted only if they parse as a data set with a
     SOP Class or SOP Instance UID (old ACR-NEMA-style files); anything else is not DICOM.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # pydicom warns on odd values; the walk decides
+    with captured_warnings() as caught:  # pydicom warns on odd values; the walk decides
         try:
             try:
                 ds = dcmread(path)
@@ -172,8 +171,7 @@ def write_dataset(ds: Dataset, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=dst.parent)
     try:
-        with os.fdopen(fd, "wb") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with os.fdopen(fd, "wb") as fh, captured_warnings():
             ds.save_as(fh, enforce_file_format=enforce)
         os.replace(tmp, dst)
     except BaseException as exc:
