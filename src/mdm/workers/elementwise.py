@@ -7,13 +7,19 @@ which gives the same output by construction and reports errors the usual way. Ho
 
 1. the file meta and the top-level elements are located with ``struct`` (no decoding);
 2. ``ElementPlan`` (``mdm.dicom.anonymize.elements``) sorts them: ``PASS`` elements go out as
-   they came (header and a view of their bytes), ``MEMO`` elements through ``ElementMemo``
-   (the walker's own result on that element alone, remembered per value), and ``CORE``
-   elements into a small Part 10 buffer that ``dcmread`` reads and ``Anonymizer.anonymize``
-   de-identifies as usual (identity record, pseudonyms, private elements, sequences, marks);
-3. ``part10.encode_merged`` writes the core and merges the other elements in tag order; the
-   header JSON takes the core's from ``HeaderMemo.convert`` and the others' from
-   ``HeaderMemo.raw``, in the order the whole-dataset path gives.
+   they came (header and a view of their bytes), ``DROP`` elements are left out (X, and
+   private elements unless Retain Safe Private keeps some), ``MEMO`` elements go through
+   ``ElementMemo`` (the walker's own result on that element alone, remembered per value),
+   and ``CORE`` elements make a small dataset, as ``read_dataset`` would build it of them,
+   that ``Anonymizer.anonymize`` de-identifies as usual (identity record, pseudonyms,
+   sequences, marks);
+3. the anonymized core is remembered by its bytes without the SOP Instance UID
+   (``_CoreMemo``): the next instance of the series whose core differs only there gets it
+   back with its own SOP Instance UID remapped by the walker (a core that holds that UID
+   elsewhere, a sequence referring to the instance itself, is not remembered);
+4. ``part10.assemble`` writes the core (``part10.core_parts``) and merges the other elements
+   in tag order; the header JSON takes the core's from ``HeaderMemo.convert`` and the
+   others' from ``HeaderMemo.raw``, in the order the whole-dataset path gives.
 
 Anything unusual declines: no preamble, big endian, deflated or unknown transfer syntax, a VR
 pydicom would not read as is, elements out of order or running past the end, a file whose
@@ -24,6 +30,7 @@ on the corpus and on every little-endian file of pydicom's test data).
 
 from __future__ import annotations
 
+import bisect
 import io
 import struct
 import threading
@@ -39,9 +46,18 @@ from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from mdm.dicom.anonymize import Anonymizer, IdentityRecord
-from mdm.dicom.anonymize.elements import CHARSET, CORE, MEMO, PASS, ElementMemo, ElementPlan
+from mdm.dicom.anonymize.elements import (
+    CHARSET,
+    CORE,
+    DROP,
+    MEMO,
+    PASS,
+    SOP_INSTANCE,
+    ElementMemo,
+    ElementPlan,
+)
 from mdm.workers.header import HeaderMemo
-from mdm.workers.part10 import can_chunk, encode_merged, raw_header
+from mdm.workers.part10 import Part, assemble, can_chunk, core_parts, raw_header
 
 _UNDEFINED = 0xFFFFFFFF
 _VRS = {vr: vr.decode("ascii") for vr in ENCODED_VR if len(vr) == 2}
@@ -76,6 +92,103 @@ class _Element(NamedTuple):
     kind: int
 
 
+@dataclass(frozen=True)
+class _Core:
+    """The anonymized core of one instance: what the rest of the file is merged into."""
+
+    sop_class: str
+    sop_instance: str
+    parts: list[Part]  # (tag, header, value) in tag order, as ``encode`` writes them
+    json: dict[str, Any]  # the core's header JSON, in the whole-dataset path's order
+    encoding: tuple[Any, ...]  # ``HeaderMemo.encoding`` of the core
+    identity: IdentityRecord
+
+    def with_sop(
+        self,
+        path: Elementwise,
+        sop: _Element,
+        value: bytes,
+        remapped: tuple[tuple[str, str], ...],
+        original: str,
+        charset: RawDataElement | None,
+        implicit: bool,
+    ) -> _Core:
+        """This remembered core (without its SOP Instance UID) for another instance: its SOP
+        Instance UID remapped by the walker (``value``), the rest as remembered."""
+        head = raw_header(0x0008, 0x0018, sop.vr, len(value), implicit)
+        if head is None:  # cannot be: a UID is short (checked when the core was remembered)
+            raise _Declined("the SOP Instance UID")
+        parts = list(self.parts)
+        bisect.insort(parts, (SOP_INSTANCE, head, value), key=lambda p: p[0])
+        json = dict(self.json)
+        got = path.headers.raw(self.encoding, SOP_INSTANCE, sop.vr, value, charset)
+        if got is not None:
+            json[f"{SOP_INSTANCE:08X}"] = got
+        identity = IdentityRecord(
+            **{
+                **self.identity.as_dict(),
+                "sop_instance_uid": original,
+                "pseudo_sop_instance_uid": path.anonymizer.pseudonymous_uid(original),
+                "uid_map": {**self.identity.uid_map, **dict(remapped)},
+            }
+        )
+        sop_instance = value.decode("ascii").rstrip("\x00 ")
+        return _Core(self.sop_class, sop_instance, parts, json, self.encoding, identity)
+
+
+#: Cores larger than this are not remembered (Pixel Data in the core, in implicit VR, or
+#: encapsulated: it differs per instance anyway).
+CORE_MEMO_MAX = 64 << 10
+
+
+class _CoreMemo:
+    """Anonymized cores by their bytes without the SOP Instance UID: the instances of a
+    series usually share every other core element (identity, character set, sequences),
+    and the core's anonymization does not depend on the SOP Instance UID but through that
+    element itself and the two identity fields named after it. Bounded; thread-safe."""
+
+    def __init__(self, limit: int = 512) -> None:
+        self._cores: dict[tuple[str, bytes], _Core] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: tuple[str, bytes]) -> _Core | None:
+        core = self._cores.get(key)
+        if core is not None:
+            self.hits += 1
+        return core
+
+    def remember(
+        self, key: tuple[str, bytes], core: _Core, sop: _Element, original: str, implicit: bool
+    ) -> None:
+        """Keep *core* without what belongs to its SOP Instance UID, if a later instance can
+        have its own put back exactly: the element as ``encode`` wrote it must be the raw
+        value the walker gives (``_Core.with_sop``), and the UID the identity's."""
+        tag = SOP_INSTANCE
+        written = [p for p in core.parts if p[0] == tag]
+        if len(written) != 1 or core.identity.pseudo_sop_instance_uid != core.sop_instance:
+            return
+        value = core.sop_instance.encode("ascii")
+        value += b"\x00" * (len(value) & 1)
+        head = raw_header(0x0008, 0x0018, sop.vr, len(value), implicit)
+        if head is None or bytes(written[0][1]) + bytes(written[0][2]) != head + value:
+            return
+        uids = {k: v for k, v in core.identity.uid_map.items() if k != original}
+        kept = _Core(
+            core.sop_class,
+            "",
+            [p for p in core.parts if p[0] != tag],
+            {k: v for k, v in core.json.items() if k != f"{tag:08X}"},
+            core.encoding,
+            IdentityRecord(**{**core.identity.as_dict(), "uid_map": uids}),
+        )
+        with self._lock:
+            if len(self._cores) >= self._limit:
+                self._cores.clear()
+            self._cores[key] = kept
+
+
 class Elementwise:
     """The element-wise path for one anonymizer (thread-safe); ``taken`` and ``declined``
     count the instances each way, for the worker's report."""
@@ -85,6 +198,7 @@ class Elementwise:
         self.headers = headers
         self.plan = ElementPlan(anonymizer)
         self.memo = ElementMemo(anonymizer, self.plan)
+        self.cores = _CoreMemo()
         self.taken = 0
         self.declined = 0
         self._lock = threading.Lock()
@@ -113,17 +227,16 @@ class Elementwise:
         implicit = uid.is_implicit_VR
         elements, undefined, charset = self._elements(data, start, implicit)
         view = memoryview(data)
-        core = _core(data, elements, undefined, charset, implicit)
-        if not can_chunk(core, syntax):
+        core = self._anonymized_core(data, view, syntax, elements, undefined, charset, implicit)
+        if core is None:
             return None
-        result = self.anonymizer.anonymize(core)
-        identity = result.identity
+        identity = core.identity
         shift = identity.date_shift_days
         uids = dict(identity.uid_map)
-        others: list[tuple[int, bytes, bytes | memoryview]] = []
+        others: list[Part] = []
         changed: dict[int, bytes] = {}
         for e in elements:
-            if e.kind == CORE:
+            if e.kind == CORE or e.kind == DROP:
                 continue
             group, number = e.tag >> 16, e.tag & 0xFFFF
             if e.kind == PASS:
@@ -143,15 +256,55 @@ class Elementwise:
                 return None
             others.append((e.tag, head, value))
             changed[e.tag] = value
-        plaintext = encode_merged(core, syntax, others)
+        plaintext = assemble(syntax, core.sop_class, core.sop_instance, core.parts, others)
         header = self._header(core, elements, changed, data, charset)
         if uids != identity.uid_map:
             identity = IdentityRecord(**{**identity.as_dict(), "uid_map": uids})
         return Anonymized(plaintext, identity, header)
 
+    def _anonymized_core(
+        self,
+        data: bytes,
+        view: memoryview,
+        syntax: str,
+        elements: list[_Element],
+        undefined: dict[int, Any],
+        charset: RawDataElement | None,
+        implicit: bool,
+    ) -> _Core | None:
+        """The core, anonymized: from the core memo when the core's bytes but the SOP
+        Instance UID were seen before (``_CoreMemo``), else through ``Anonymizer.anonymize``;
+        None when ``encode`` would not write it element by element."""
+        sop = next((e for e in elements if e.tag == SOP_INSTANCE), None)
+        key, original = None, ""
+        size = sum(e.end - e.head for e in elements if e.kind == CORE)
+        if sop is not None and sop.kind == CORE and sop.end > sop.value and size <= CORE_MEMO_MAX:
+            rest = b"".join(
+                view[e.head : e.end] for e in elements if e.kind == CORE and e is not sop
+            )
+            original = data[sop.value : sop.end].decode("latin-1").strip(" \x00")
+            if original and original.encode("latin-1") not in rest:  # no self-reference
+                key = (syntax, rest)
+        cached = self.cores.get(key) if key is not None else None
+        if cached is not None and sop is not None:
+            raw = _raw(data, sop, implicit)
+            value, remapped = self.memo.transform(raw, cached.identity.date_shift_days, charset)
+            if value is not None:
+                return cached.with_sop(self, sop, value, remapped, original, charset, implicit)
+        ds = _core(data, elements, undefined, charset, implicit)
+        if not can_chunk(ds, syntax):
+            return None
+        identity = self.anonymizer.anonymize(ds).identity
+        sop_class, sop_instance, parts = core_parts(ds, syntax)
+        json = self.headers.convert(ds)
+        core = _Core(sop_class, sop_instance, parts, json, self.headers.encoding(ds), identity)
+        if key is not None and sop is not None:
+            self.cores.remember(key, core, sop, original, implicit)
+        return core
+
     def _header(
         self,
-        core: Any,
+        core: _Core,
         elements: list[_Element],
         changed: dict[int, bytes],
         data: bytes,
@@ -160,11 +313,11 @@ class Elementwise:
         """The header JSON in the whole-dataset path's order: the file's, then what the
         anonymizer added (the de-identification marks)."""
         headers = self.headers
-        core_json = headers.convert(core)
-        encoding = headers.encoding(core)
+        core_json = dict(core.json)
+        encoding = core.encoding
         out: dict[str, Any] = {}
         for e in elements:
-            if e.tag >> 16 == 0x7FE0:
+            if e.tag >> 16 == 0x7FE0 or e.kind == DROP:
                 continue
             key = f"{e.tag:08X}"
             if e.kind == CORE:
@@ -219,16 +372,21 @@ class Elementwise:
                 # with the dataset's character set for the items, as dcmread would.
                 fp = io.BytesIO(data)
                 fp.seek(pos)
-                undefined[tag] = next(data_element_generator(fp, implicit, True, encoding=encoding))
+                element = next(data_element_generator(fp, implicit, True, encoding=encoding))
                 end = fp.tell()
-                out.append(_Element(tag, vr, pos, value, end, CORE))
+                what = DROP if kind(tag, vr) == DROP else CORE
+                if what == CORE:
+                    undefined[tag] = element
+                out.append(_Element(tag, vr, pos, value, end, what))
             else:
                 end = value + length
                 if end > size:
                     raise _Declined("an element runs past the end")
                 # pydicom reads an empty value as None, which the walk and the writer treat
                 # apart (converted, written with the dictionary VR): the core's business.
-                what = kind(tag, vr) if length else CORE
+                what = kind(tag, vr)
+                if not length and what != DROP:
+                    what = CORE
                 out.append(_Element(tag, vr, pos, value, end, what))
                 if tag == CHARSET:
                     charset = _raw(data, out[-1], implicit)

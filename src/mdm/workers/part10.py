@@ -67,19 +67,27 @@ def encode(ds: Dataset) -> bytes:
     return out.getvalue()
 
 
-def encode_merged(
-    ds: Dataset, syntax: str, others: Sequence[tuple[int, bytes, bytes | memoryview]]
+Part = tuple[int, bytes, "bytes | memoryview"]
+
+
+def core_parts(ds: Dataset, syntax: str) -> tuple[str, str, list[Part]]:
+    """What ``encode`` writes of *ds*, taken apart: (SOP Class UID, SOP Instance UID, the
+    ``(tag, header, value)`` of every element). Reading the two UIDs first, as ``encode``
+    does for the file meta, converts them, so pydicom writes them: same bytes as ``encode``.
+    *ds* must pass ``can_chunk``. For the recall's element-wise path."""
+    sop_class, sop_instance = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+    return sop_class, sop_instance, list(elements(ds, syntax == ImplicitVRLittleEndian))
+
+
+def assemble(
+    syntax: str, sop_class: str, sop_instance: str, parts: Sequence[Part], others: Sequence[Part]
 ) -> bytes:
-    """``encode`` of *ds* with *others* merged in: ``(tag, header, value)`` of elements that
-    are not in *ds*, in tag order, already encoded as ``_chunks`` would (the recall's
-    element-wise path, ``mdm.workers.elementwise``). *ds* must pass ``can_chunk``."""
-    implicit = syntax == ImplicitVRLittleEndian
-    parts: list[bytes | memoryview] = [
-        _meta_bytes(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(syntax))
-    ]
-    append = parts.append
+    """The Part 10 file of ``core_parts`` with *others* merged in: elements that are not in
+    the core, in tag order, encoded as ``_chunks`` would (``mdm.workers.elementwise``)."""
+    out: list[bytes | memoryview] = [_meta_bytes(sop_class, sop_instance, str(syntax))]
+    append = out.append
     i, count = 0, len(others)
-    for tag, head, value in elements(ds, implicit):
+    for tag, head, value in parts:
         while i < count and others[i][0] < tag:
             _, h, v = others[i]
             append(h)
@@ -90,7 +98,7 @@ def encode_merged(
     for _, h, v in others[i:]:
         append(h)
         append(v)
-    return b"".join(parts)
+    return b"".join(out)
 
 
 def _chunks(ds: Dataset, meta: bytes, implicit: bool) -> Iterator[bytes]:

@@ -16,7 +16,7 @@ from pydicom.data import DATA_ROOT
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from mdm.dicom.anonymize import Anonymizer, Options
-from mdm.dicom.anonymize.elements import CORE, MEMO, PASS
+from mdm.dicom.anonymize.elements import CORE, DROP, MEMO, PASS
 from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
 from mdm.workers.elementwise import Elementwise
 from mdm.workers.header import HeaderMemo, header_json
@@ -116,6 +116,8 @@ def test_the_corpus_goes_element_by_element_with_the_whole_paths_result(
     assert all(_same(path, anonymizer, data) for data in corpus)
     assert path.taken == 2 * len(corpus)
     assert path.declined == 0
+    # Instances of one series share their core but the SOP Instance UID: anonymized once.
+    assert path.cores.hits > len(corpus)
 
 
 @pytest.mark.parametrize("names", OPTION_SETS[:2], ids=lambda n: ",".join(n) or "basic")
@@ -162,8 +164,13 @@ def test_the_plan_sorts_elements_by_what_the_walk_needs() -> None:
     assert kind(0x00080020, "DA") == MEMO  # Study Date: Z
     assert kind(0x0020000D, "UI") == CORE  # Study Instance UID: the identity record
     assert kind(0x00100010, "PN") == CORE  # Patient's Name: the patient's pseudonym
-    assert kind(0x00091010, "LO") == CORE  # private
-    assert kind(0x00081110, "SQ") == CORE  # a sequence
+    assert kind(0x00091010, "LO") == DROP  # private: all removed in the Basic Profile...
+    safe = Elementwise(Anonymizer(Options(retain_safe_private=True), secret=SECRET), HeaderMemo())
+    assert safe.plan.kind(0x00091010, "LO") == CORE  # ...some kept: their creator decides
+    assert kind(0x00081030, "LO") == DROP  # Study Description: X, whatever it holds
+    assert kind(0x00101002, "SQ") == DROP  # Other Patient IDs Sequence: X
+    assert kind(0x00100021, "LO") == CORE  # Issuer of Patient ID: X, but read for the vault
+    assert kind(0x00081140, "SQ") == CORE  # a sequence (Referenced Image: U inside)
     assert kind(0x60003000, "OW") == CORE  # overlay data
     assert kind(0x00120062, "CS") == CORE  # a de-identification mark, set on every output
 
@@ -178,3 +185,25 @@ def test_an_element_demoted_to_the_core_gives_the_same_result() -> None:
         path.plan.demote(tag, dcmread(io.BytesIO(data))[tag].VR)
         assert path.plan.kind(tag, dcmread(io.BytesIO(data))[tag].VR) == CORE
     assert _same(path, anonymizer, data) is True
+
+
+def test_a_core_that_names_its_own_sop_instance_is_not_shared() -> None:
+    """The core memo leaves the SOP Instance UID out of its key; a core whose other
+    elements hold that UID too (a sequence referring to the instance itself) is not
+    remembered, or the next instance would inherit that reference's remapping."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    anonymizer = Anonymizer(secret=SECRET)
+    path = Elementwise(anonymizer, HeaderMemo())
+    rows = list(generate(CorpusSpec(patients=1, series_per_study=1, instances_per_series=2)))
+    first, second = rows[0][1], rows[1][1]
+    for ds in (first, second):
+        item = Dataset()
+        item.ReferencedSOPClassUID = first.SOPClassUID
+        item.ReferencedSOPInstanceUID = first.SOPInstanceUID  # the first instance, in both
+        ds.ReferencedImageSequence = Sequence([item])
+        ds.InstanceNumber = 1  # the two cores differ by the SOP Instance UID alone
+        ds.AcquisitionNumber = 1
+    for ds in (first, second):
+        assert _same(path, anonymizer, to_bytes(ds)) is True

@@ -43,9 +43,9 @@ from mdm.dicom.anonymize import (
     captured_warnings,
 )
 from mdm.dicom.anonymize.handlers import _STRING_VRS, _UNDEFINED, _generic_kind, _Instance
-from mdm.dicom.anonymize.profile import KEEP
+from mdm.dicom.anonymize.profile import KEEP, REMOVE
 
-PASS, MEMO, CORE = 0, 1, 2
+PASS, MEMO, CORE, DROP = 0, 1, 2, 3
 
 CHARSET = 0x00080005
 SOP_CLASS = 0x00080016
@@ -69,6 +69,8 @@ class ElementPlan:
         self.anonymizer = anonymizer
         self.usable = not anonymizer._scrubbing
         self._actions = anonymizer.profile.actions
+        # Without Retain Safe Private the walk removes every private element, whatever it holds.
+        self._drop_private = anonymizer._walker.safe_private is None
         self._core = frozenset(
             {CHARSET, SOP_CLASS, SOP_INSTANCE}
             | set(_IDENTITY_TAGS.values())
@@ -79,7 +81,9 @@ class ElementPlan:
         self._kinds: dict[tuple[int, str | None], int] = {}
 
     def kind(self, tag: int, vr: str | None) -> int:
-        """The kind of top-level element *tag* read with VR *vr* (None: implicit VR)."""
+        """The kind of top-level element *tag* read with VR *vr* (None: implicit VR); DROP
+        means the walk removes it whatever it holds (X, and private elements unless Retain
+        Safe Private keeps some)."""
         kind = self._kinds.get((tag, vr))
         if kind is None:
             kind = self._kinds[(tag, vr)] = self._classify(tag, vr)
@@ -91,10 +95,14 @@ class ElementPlan:
 
     def _classify(self, tag: int, vr: str | None) -> int:
         group, number = tag >> 16, tag & 0xFFFF
-        if group & 1 or tag in self._core or number == 0 or group <= 0x0006:
-            return CORE  # private, identity, marks, group lengths, file meta/command groups
+        if group & 1:
+            return DROP if self._drop_private else CORE  # safe ones: their creator decides
+        if tag in self._core or number == 0 or group <= 0x0006:
+            return CORE  # identity, marks, group lengths, file meta/command groups
         if group & 0xFF00 in (0x5000, 0x6000) and group & 0xFF <= 0x1E:
             return CORE  # curves and overlays: a whole group at a time
+        if self._actions.get(tag) == REMOVE:
+            return DROP  # X: removed whatever its value, VR or length
         if vr is None and tag in AMBIGUITY_CONTEXT:
             return CORE
         if vr is None or vr == "UN":
