@@ -288,7 +288,8 @@ class Elementwise:
         cached = self.cores.get(key) if key is not None else None
         if cached is not None and sop is not None:
             raw = _raw(data, sop, implicit)
-            value, remapped = self.memo.transform(raw, cached.identity.date_shift_days, charset)
+            shift = cached.identity.date_shift_days
+            value, remapped = self.memo.transform(raw, shift, charset, remember=False)
             if value is not None:
                 return cached.with_sop(self, sop, value, remapped, original, charset, implicit)
         ds = _core(data, elements, undefined, charset, implicit)

@@ -147,7 +147,12 @@ class ElementMemo:
         raw: RawDataElement,
         shift: int | None,
         charset: RawDataElement | None,
+        *,
+        remember: bool = True,
     ) -> tuple[bytes | None, tuple[tuple[str, str], ...]]:
+        """*remember* False: a value that will not come again (a SOP Instance UID)."""
+        if not remember:
+            return self._walk(raw, shift, charset)
         key = (
             int(raw.tag),
             raw.VR,
