@@ -85,11 +85,14 @@ class HeaderMemo:
                 continue
             out[f"{tag:08X}"] = element
             if key is not None:
-                with self._lock:
-                    if len(self._memo) >= self._limit:
-                        self._memo.clear()
-                    self._memo[key] = element
+                self._store(key, element)
         return out
+
+    def _store(self, key: tuple[Any, ...], element: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._memo) >= self._limit:
+                self._memo.clear()
+            self._memo[key] = element
 
     def raw(
         self,
@@ -120,8 +123,5 @@ class HeaderMemo:
         if not _kept(element):
             return None
         if key is not None:
-            with self._lock:
-                if len(self._memo) >= self._limit:
-                    self._memo.clear()
-                self._memo[key] = element
+            self._store(key, element)
         return element
