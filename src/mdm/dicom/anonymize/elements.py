@@ -6,16 +6,19 @@ that depends on the element's value alone (a date emptied, a UID remapped, a sta
 replaced by its keyed dummy), the same way for every instance of a series. Building pydicom
 elements for all of them, walking them and writing them again was most of the worker's
 Python time (docs/recall.md, "Throughput, seventh round"). ``ElementPlan`` sorts the
-top-level elements of an instance into three kinds:
+top-level elements of an instance into four kinds:
 
 * ``PASS``: the walk never changes nor reads it: its bytes go out as they came in;
+* ``DROP``: the walk removes it whatever it holds: X in the table, and every private element
+  unless Retain Safe Private keeps some; never decoded;
 * ``MEMO``: the walk changes it by its value alone (``ElementMemo``: the result of the real
   walk over that one element, remembered per value);
 * ``CORE``: the element needs the whole dataset, or is read to build the identity record:
-  private elements (their creators), sequences, overlays and curves, the identifying
-  attributes, the SOP Class and Instance, the Specific Character Set, the de-identification
-  marks, anything whose VR is unknown, ambiguous or not a string. The caller puts these in a
-  small dataset and gives it to ``Anonymizer.anonymize`` as usual.
+  sequences, overlays and curves, the identifying attributes, the SOP Class and Instance,
+  the Specific Character Set, the de-identification marks, private elements under Retain
+  Safe Private (their creators), empty values, anything whose VR is unknown, ambiguous or
+  not a string. The caller puts these in a small dataset and gives it to
+  ``Anonymizer.anonymize`` as usual.
 
 There is one rule set, the walker's: a MEMO result *is* the walker's result on a dataset
 holding only that element, and whenever the walk leaves something other than a raw value
@@ -62,8 +65,8 @@ class Decline(Exception):
 
 
 class ElementPlan:
-    """Which kind (``PASS``, ``MEMO``, ``CORE``) each top-level element is, for one anonymizer;
-    thread-safe (a dictionary per VR seen)."""
+    """Which kind (``PASS``, ``DROP``, ``MEMO``, ``CORE``) each top-level element is, for one
+    anonymizer; thread-safe (a dictionary per VR seen)."""
 
     def __init__(self, anonymizer: Anonymizer) -> None:
         self.anonymizer = anonymizer
