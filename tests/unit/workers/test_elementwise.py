@@ -207,3 +207,20 @@ def test_a_core_that_names_its_own_sop_instance_is_not_shared() -> None:
         ds.AcquisitionNumber = 1
     for ds in (first, second):
         assert _same(path, anonymizer, to_bytes(ds)) is True
+
+
+def test_long_values_are_not_remembered() -> None:
+    """A long text changed by value (here an Institution Name of 2,000 characters, D) is
+    anonymized like any other, but the element memo does not keep it."""
+    from mdm.dicom.anonymize.elements import MEMO_VALUE_MAX
+
+    anonymizer = Anonymizer(secret=SECRET)
+    path = Elementwise(anonymizer, HeaderMemo())
+    _, ds = next(iter(generate(CorpusSpec(patients=1))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.InstitutionName = "St Elsewhere " * 154  # 2,002 characters
+    assert _same(path, anonymizer, to_bytes(ds)) is True
+    kept = [key[2] for key in path.memo._memo]
+    assert kept
+    assert max(len(value) for value in kept) <= MEMO_VALUE_MAX

@@ -130,6 +130,10 @@ class ElementPlan:
         return MEMO if vr in _STRING_VRS else CORE
 
 
+#: The longest value ``ElementMemo`` remembers (names, dates, UIDs, codes are far shorter).
+MEMO_VALUE_MAX = 1024
+
+
 class ElementMemo:
     """The walk's result for one MEMO element, remembered per (tag, VR, value, date shift,
     character set, encoding): most values repeat across the instances of a series.
@@ -153,8 +157,10 @@ class ElementMemo:
         *,
         remember: bool = True,
     ) -> tuple[bytes | None, tuple[tuple[str, str], ...]]:
-        """*remember* False: a value that will not come again (a SOP Instance UID)."""
-        if not remember:
+        """*remember* False: a value that will not come again (a SOP Instance UID). Values
+        longer than ``MEMO_VALUE_MAX`` are not remembered either (a long text would hold its
+        memory for nothing)."""
+        if not remember or raw.length > MEMO_VALUE_MAX:
             return self._walk(raw, shift, charset)
         key = (
             int(raw.tag),
