@@ -215,7 +215,7 @@ class BatchProcessor:
             t0 = time.perf_counter()
             outcomes = [o for g in groups for o in self._outcomes(g)]
             self.timings.add("drain", t0)
-            return outcomes
+            return self.processor.settle(outcomes, keys)
         finally:
             wait([f for g in groups for f in g.futures.values()])
             unused = keys.discard_unused()

@@ -72,6 +72,15 @@ def replace_atomically(
     removes. ``fsync=False``: the caller flushes (``os.sync``) before relying on the file.
     ``direct``: written with ``O_DIRECT`` where the filesystem allows it.
     """
+    commit(write_temporary(dst, data, fsync=fsync, direct=direct), dst)
+
+
+def write_temporary(
+    dst: Path, data: bytes | memoryview, *, fsync: bool = False, direct: bool = False
+) -> Path:
+    """The first half of :func:`replace_atomically`: *data* written under a new ``*.mdm-tmp``
+    name beside *dst*, returned; :func:`commit` renames it into place, :func:`discard`
+    removes it. For the recall worker, which renames only once the file's key is registered."""
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
     try:
         try:
@@ -79,10 +88,24 @@ def replace_atomically(
         except FileNotFoundError:  # the directory is new: made only then (one syscall less)
             dst.parent.mkdir(parents=True, exist_ok=True)
             _write_new(tmp, data, fsync=fsync, direct=direct)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit(tmp: Path, dst: Path) -> None:
+    """Rename the temporary file *tmp* over *dst* (removing *tmp* if that fails)."""
+    try:
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def discard(tmp: Path) -> None:
+    """Remove a temporary file that will not be committed."""
+    tmp.unlink(missing_ok=True)
 
 
 def _write_new(path: Path, data: bytes | memoryview, *, fsync: bool, direct: bool) -> None:

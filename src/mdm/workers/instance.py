@@ -15,6 +15,7 @@ the worker's service identity in the catalog) and per-stage timings.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import socket
@@ -33,14 +34,15 @@ from mdm.acl import Identity
 from mdm.catalog.access import Caller
 from mdm.crypto import Header, new_key
 from mdm.dicom.anonymize import Anonymizer, Options
-from mdm.errors import ChecksumMismatch, ConfigError, MDMError
+from mdm.errors import ChecksumMismatch, ConfigError, MDMError, UsageError
 from mdm.keystore import KeyStore
 from mdm.settings import Settings
+from mdm.storage.checksums import Checksummer
 from mdm.workers import cache
 from mdm.workers.elementwise import Elementwise
 from mdm.workers.header import HeaderMemo, header_json
 from mdm.workers.part10 import encode
-from mdm.workers.recipe import RecipeStore, Scratch, first_encryption, replay
+from mdm.workers.recipe import Recipe, RecipeStore, Scratch, first_encryption, replay
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,19 @@ class Outcome:
     sums: Mapping[str, str] = field(default_factory=dict)
     key_id: str = ""
     header: Mapping[str, Any] = field(default_factory=dict)
+    #: A first encryption waiting for its key's registration (``InstanceProcessor.settle``).
+    pending: Pending | None = None
+
+
+@dataclass(frozen=True, repr=False)
+class Pending:
+    """A first encryption written under a temporary name while the batch's key registration
+    runs: ``settle`` saves its recipe and renames it into place once the key is confirmed,
+    or removes it."""
+
+    tmp: Path
+    dst: Path
+    recipe: Recipe
 
 
 def read_secret(path: Path) -> bytes:
@@ -144,18 +159,31 @@ class KeyBatch:
 
     def take(self, guid: str) -> tuple[uuid.UUID, bytes] | None:
         """The registered ``(key_id, key)`` for file *guid*; ``None`` if none was prepared
-        for it; raises the error its registration failed with."""
+        for it; raises the error its registration failed with (``claim`` + ``confirm``)."""
+        got = self.claim(guid)
+        if got is not None:
+            self.confirm(guid)
+        return got
+
+    def claim(self, guid: str) -> tuple[uuid.UUID, bytes] | None:
+        """The ``(key_id, key)`` prepared for file *guid*, at once, whether or not its
+        registration is in yet; ``None`` if none was prepared or it was claimed already
+        (never one key for two encryptions). Nothing encrypted with it may become visible
+        before ``confirm``."""
         got = self._keys.get(guid)
         if got is None:
             return None
         with self._lock:
             if guid in self._taken:
-                return None  # never hand one key to two encryptions
+                return None
             self._taken.add(guid)
-        outcome = self._future.result()[str(got[0])]
+        return got
+
+    def confirm(self, guid: str) -> None:
+        """Wait for the batch's registration; raise the error the key of *guid* got."""
+        outcome = self._future.result()[str(self._keys[guid][0])]
         if isinstance(outcome, MDMError):
             raise outcome
-        return got
 
     def discard_unused(self) -> int:
         """Roll back the registered keys nobody took; returns how many."""
@@ -267,12 +295,11 @@ class InstanceProcessor:
                         "the file was recalled before but its recipe is lost: "
                         "the same bytes cannot be produced again",
                     )
-                prepared = keys.take(w.guid) if keys is not None else None
-                if prepared is not None:
-                    key_id, key = prepared
-                else:
-                    key_id, key = uuid.uuid4(), new_key()
-                    self._thread_keystore().register(str(key_id), key, acl=acl)
+                prepared = keys.claim(w.guid) if keys is not None else None
+                if prepared is not None:  # registered for the batch: no wait here (settle)
+                    return self._first(w, plaintext, prepared, attrs, t1)
+                key_id, key = uuid.uuid4(), new_key()
+                self._thread_keystore().register(str(key_id), key, acl=acl)
                 header = Header.new(
                     len(plaintext),
                     key_id=key_id,
@@ -303,6 +330,43 @@ class InstanceProcessor:
             logger.warning("recall of %s failed: %s", w.lfn, type(exc).__name__)
             return Outcome(w, f"cannot process the instance ({type(exc).__name__})")
 
+    def _first(
+        self,
+        w: Work,
+        plaintext: bytes,
+        prepared: tuple[uuid.UUID, bytes],
+        attrs: Mapping[str, Any],
+        t1: float,
+    ) -> Outcome:
+        """The first encryption with a key registered for the whole batch: encrypted and
+        written under a temporary name without waiting for the registration; ``settle``
+        saves the recipe and renames the file once the key is confirmed. (A pool thread
+        waiting here for the key servers, at the start of every batch, was the largest
+        pause of the recall: docs/recall.md, "Throughput, seventh round".)"""
+        key_id, key = prepared
+        header = Header.new(
+            len(plaintext), key_id=key_id, file_guid=uuid.UUID(w.guid), k=self.k, n=self.n
+        )
+        blob, recipe = first_encryption(plaintext, key, header, self._scratch())
+        t1 = self.timings.add("encrypt", t1)
+        if w.size is not None and w.size != len(blob):
+            raise ChecksumMismatch(f"size {len(blob)} differs from the registered {w.size}")
+        summer = Checksummer(("adler32", "sha256"))
+        summer.update(blob)
+        dst = cache.cache_path(self.cache_root, w.lfn)
+        tmp = cache.write_temporary(dst, blob, direct=self.direct_io)
+        self.timings.add("write", t1)
+        pending = Pending(tmp, dst, recipe)
+        return Outcome(w, None, len(blob), summer.hexdigests(), recipe.key_id, attrs, pending)
+
+    def settle(self, outcomes: Sequence[Outcome], keys: KeyBatch | None) -> list[Outcome]:
+        """``settle`` for this processor's recipes (timed as the ``keys`` stage)."""
+        t0 = time.perf_counter()
+        try:
+            return settle(outcomes, keys, self.recipes)
+        finally:
+            self.timings.add("keys", t0)
+
     def _new_keystore(self) -> KeyStore:
         ks = KeyStore(self.settings.keystore, tls=self.settings.tls)
         with self._lock:
@@ -320,3 +384,33 @@ class InstanceProcessor:
         if ks is None:
             ks = self._local.keystore = self._new_keystore()
         return ks
+
+
+def settle(
+    outcomes: Sequence[Outcome], keys: KeyBatch | None, recipes: RecipeStore
+) -> list[Outcome]:
+    """Finish a batch's first encryptions once its key registration is in: for each, the
+    recipe is saved, then the file renamed into place (both flushed later with the batch,
+    before anything is recorded); a file whose key was not registered fails with the reason,
+    its temporary file removed. Outcomes without ``pending`` pass unchanged."""
+    out: list[Outcome] = []
+    for o in outcomes:
+        p = o.pending
+        if p is None:
+            out.append(o)
+            continue
+        try:
+            if keys is None:
+                raise UsageError("a pending first encryption without its key batch")
+            keys.confirm(o.work.guid)
+            recipes.save(o.work.guid, p.recipe, fsync=False)
+            cache.commit(p.tmp, p.dst)
+            out.append(dataclasses.replace(o, pending=None))
+        except MDMError as exc:
+            cache.discard(p.tmp)
+            out.append(Outcome(o.work, f"{type(exc).__name__}: {exc.message}"))
+        except Exception as exc:  # the registration call itself failed
+            cache.discard(p.tmp)
+            logger.warning("recall of %s failed: %s", o.work.lfn, type(exc).__name__)
+            out.append(Outcome(o.work, f"key registration failed ({type(exc).__name__})"))
+    return out
