@@ -179,6 +179,10 @@ class KeyBatch:
             self._taken.add(guid)
         return got
 
+    def ready(self) -> bool:
+        """Whether the batch's registration has answered (``confirm`` will not wait)."""
+        return self._future is None or bool(self._future.done())
+
     def confirm(self, guid: str) -> None:
         """Wait for the batch's registration; raise the error the key of *guid* got."""
         outcome = self._future.result()[str(self._keys[guid][0])]
@@ -296,8 +300,8 @@ class InstanceProcessor:
                         "the same bytes cannot be produced again",
                     )
                 prepared = keys.claim(w.guid) if keys is not None else None
-                if prepared is not None:  # registered for the batch: no wait here (settle)
-                    return self._first(w, plaintext, prepared, attrs, t1)
+                if keys is not None and prepared is not None:  # no wait for the servers here
+                    return self._first(w, plaintext, prepared, keys, attrs, t1)
                 key_id, key = uuid.uuid4(), new_key()
                 self._thread_keystore().register(str(key_id), key, acl=acl)
                 header = Header.new(
@@ -335,12 +339,14 @@ class InstanceProcessor:
         w: Work,
         plaintext: bytes,
         prepared: tuple[uuid.UUID, bytes],
+        keys: KeyBatch,
         attrs: Mapping[str, Any],
         t1: float,
     ) -> Outcome:
         """The first encryption with a key registered for the whole batch: encrypted and
-        written under a temporary name without waiting for the registration; ``settle``
-        saves the recipe and renames the file once the key is confirmed. (A pool thread
+        written under a temporary name without waiting for the registration. If the
+        registration is in by then (most of a batch), the recipe is saved and the file
+        renamed here; otherwise ``settle`` does it once the key is confirmed. (A pool thread
         waiting here for the key servers, at the start of every batch, was the largest
         pause of the recall: docs/recall.md, "Throughput, seventh round".)"""
         key_id, key = prepared
@@ -355,8 +361,17 @@ class InstanceProcessor:
         summer.update(blob)
         dst = cache.cache_path(self.cache_root, w.lfn)
         tmp = cache.write_temporary(dst, blob, direct=self.direct_io)
+        pending: Pending | None = Pending(tmp, dst, recipe)
+        if keys.ready():
+            try:
+                keys.confirm(w.guid)
+                self.recipes.save(w.guid, recipe, fsync=False)  # flushed before ONLINE
+                cache.commit(tmp, dst)
+            except BaseException:
+                cache.discard(tmp)
+                raise
+            pending = None
         self.timings.add("write", t1)
-        pending = Pending(tmp, dst, recipe)
         return Outcome(w, None, len(blob), summer.hexdigests(), recipe.key_id, attrs, pending)
 
     def settle(self, outcomes: Sequence[Outcome], keys: KeyBatch | None) -> list[Outcome]:
