@@ -1,13 +1,16 @@
 """One instance of a recall, from the PACS's bytes to a complete encrypted file in the cache.
 
 ``InstanceProcessor.process`` is what the recall worker's thread pool runs for every instance
-it receives: decode, anonymize, encode, check that the pseudonymous SOP Instance UID is the one
-of the LFN, then either the *first encryption* (new key, registered on the key servers with
-k+1 acknowledgements, recipe written) or the *replay* of the recorded one
-(``mdm.workers.recipe``), size and checksums compared with the catalog's, and the ciphertext
-written through a temporary name and a rename. Every problem becomes an ``Outcome`` with a
-reason for that file alone. Files and recipes are written without fsync: the worker flushes
-once per batch before recording anything ONLINE.
+it receives: decode, anonymize, encode (element by element where it can:
+``mdm.workers.elementwise``), check that the pseudonymous SOP Instance UID is the one of the
+LFN, then either the *first encryption* (new key, registered on the key servers with k+1
+acknowledgements, recipe written) or the *replay* of the recorded one (``mdm.workers.recipe``),
+size and checksums compared with the catalog's, and the ciphertext written through a
+temporary name and a rename. A first encryption with a key of the batch does not wait for
+its registration: it is renamed, and its recipe written, only once the registration is
+confirmed (at once if it is in, else by ``settle`` after the batch). Every problem becomes
+an ``Outcome`` with a reason for that file alone. Files and recipes are written without
+fsync: the worker flushes once per batch before recording anything ONLINE.
 
 Also here: what ``mdm register`` and the worker share (the anonymizer built from the settings,
 the worker's service identity in the catalog) and per-stage timings.
@@ -272,7 +275,8 @@ class InstanceProcessor:
         """Anonymize, encrypt (first time or replay) and write one instance; never raises.
 
         A first encryption takes its key from *keys* (registered for the whole batch) and
-        registers a key of its own only when none was prepared for this file."""
+        registers a key of its own only when none was prepared for this file. Its outcome
+        may be ``pending`` (the registration not in yet): ``settle`` finishes it."""
         try:
             t0 = time.perf_counter()
             fast = self.elementwise.process(data)
