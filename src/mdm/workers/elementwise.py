@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import logging
 import struct
 import threading
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ from mdm.dicom.anonymize.elements import (
 )
 from mdm.workers.header import HeaderMemo
 from mdm.workers.part10 import Part, assemble, can_chunk, core_parts, raw_header
+
+logger = logging.getLogger(__name__)
 
 _UNDEFINED = 0xFFFFFFFF
 _VRS = {vr: vr.decode("ascii") for vr in ENCODED_VR if len(vr) == 2}
@@ -210,8 +213,10 @@ class Elementwise:
         if self.plan.usable:
             try:
                 result = self._process(data)
-            except Exception:  # the whole-dataset path reports it properly
-                result = None
+            except _Declined as exc:  # fixed texts: no value of the instance
+                logger.debug("element-wise path declined the instance: %s", exc)
+            except Exception as exc:  # the whole-dataset path reports it properly
+                logger.debug("element-wise path gave up: %s", type(exc).__name__)
         with self._lock:
             if result is None:
                 self.declined += 1

@@ -5,6 +5,7 @@ and the same header JSON, key order included; and it declines what it does not h
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_pydicoms_test_files_give_the_whole_paths_result_or_are_declined(
     assert declined > 5  # big endian, truncated, refused...
 
 
-def test_what_it_declines() -> None:
+def test_what_it_declines(caplog: pytest.LogCaptureFixture) -> None:
     anonymizer = Anonymizer(secret=SECRET)
     path = Elementwise(anonymizer, HeaderMemo())
     data = to_bytes(next(iter(generate(CorpusSpec(patients=1))))[1])
@@ -146,7 +147,9 @@ def test_what_it_declines() -> None:
     assert dcmread(io.BytesIO(big)).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     assert _whole(anonymizer, big)[0]  # the whole path takes it
     assert path.process(big) is None
-    assert path.process(data[:-100]) is None  # Pixel Data runs past the end
+    with caplog.at_level(logging.DEBUG, logger="mdm.workers.elementwise"):
+        assert path.process(data[:-100]) is None  # Pixel Data runs past the end
+    assert "runs past the end" in caplog.text  # why, for the operator (never a value)
     assert path.process(data[128:]) is None  # no preamble
     assert path.process(b"") is None
     # Options that scrub free text of the instance's own identifiers need the whole dataset.
