@@ -40,15 +40,13 @@ import logging
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
-
+from mdm.dicom import filemeta
 from mdm.dicom.retrieve import RetrieveReport, RetrieveRequest
 from mdm.dicom.scp import ReceivedInstance, Sink
 from mdm.dicom.scu import Peer
@@ -265,7 +263,8 @@ def _deliver(spool: Path, report: RetrieveReport, sink: Sink, room: int | None) 
 
 def _instance(path: Path) -> ReceivedInstance:
     data = path.read_bytes()
-    meta = file_meta_uids(data)
+    found = filemeta.read(data)
+    meta = found.uids if found is not None else {}  # not Part 10: the file name says it
     match = _FILE.match(path.name)
     uid = meta.get(0x0003) or (match["uid"] if match else path.name)
     return ReceivedInstance(
@@ -274,36 +273,6 @@ def _instance(path: Path) -> ReceivedInstance:
         transfer_syntax_uid=meta.get(0x0010, ""),
         data=data,
     )
-
-
-#: Explicit VRs whose length field is 4 bytes (after 2 reserved bytes), PS3.5 7.1.2: pydicom's
-#: list, as bytes.
-_LONG_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
-
-
-def file_meta_uids(data: bytes) -> dict[int, str]:
-    """The UI elements of a Part 10 file's meta group (element number -> UID), read straight
-    from the bytes getscu wrote: pydicom's reader costs more than the rest of the hand-over.
-    Empty for anything that is not a Part 10 file (the caller then falls back on the name)."""
-    if data[128:132] != b"DICM":
-        return {}
-    out: dict[int, str] = {}
-    pos, end = 132, len(data)
-    while pos + 8 <= end:
-        group, element = struct.unpack_from("<HH", data, pos)
-        if group != 0x0002:
-            break
-        vr = data[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            (length,) = struct.unpack_from("<I", data, pos + 8)
-            start = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            start = pos + 8
-        if vr == b"UI":
-            out[element] = data[start : start + length].rstrip(b"\0 ").decode("ascii", "replace")
-        pos = start + length
-    return out
 
 
 def _finish(report: RetrieveReport, log: list[str], returncode: int, peer: Peer) -> None:

@@ -41,11 +41,11 @@ from typing import Any, NamedTuple, cast
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset
-from pydicom.filereader import ENCODED_VR, data_element_generator
+from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
+from mdm.dicom import filemeta
 from mdm.dicom.anonymize import Anonymizer, IdentityRecord
 from mdm.dicom.anonymize.elements import (
     CHARSET,
@@ -63,8 +63,8 @@ from mdm.workers.part10 import Part, assemble, can_chunk, core_parts, raw_header
 logger = logging.getLogger(__name__)
 
 _UNDEFINED = 0xFFFFFFFF
-_VRS = {vr: vr.decode("ascii") for vr in ENCODED_VR if len(vr) == 2}
-_LONG = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_VRS = filemeta.VRS
+_LONG = filemeta.LONG_VRS
 _EXPLICIT = struct.Struct("<HH2sH").unpack_from
 _IMPLICIT = struct.Struct("<HHI").unpack_from
 _LENGTH = struct.Struct("<I").unpack_from
@@ -225,7 +225,10 @@ class Elementwise:
         return result
 
     def _process(self, data: bytes) -> Anonymized | None:
-        start, syntax = _meta(data)
+        meta = filemeta.read(data)
+        if meta is None:
+            raise _Declined("no Part 10 preamble, or not an explicit VR file meta group")
+        start, syntax = meta.end, meta.transfer_syntax
         uid = UID(syntax)
         if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
             return None
@@ -436,32 +439,6 @@ def _core(
     core = Dataset(raws)
     core.set_original_encoding(implicit, True, _encodings(charset))
     return core
-
-
-def _meta(data: bytes) -> tuple[int, str]:
-    """(offset of the dataset, transfer syntax) of a Part 10 file with an explicit VR little
-    endian file meta (PS3.10 7.1)."""
-    if len(data) < 132 or data[128:132] != b"DICM":
-        raise _Declined("no Part 10 preamble")
-    pos, size, syntax = 132, len(data), None
-    while size - pos >= 8:
-        group, number, code, length = _EXPLICIT(data, pos)
-        if group != 2:
-            break
-        if code not in _VRS:
-            raise _Declined("file meta not in explicit VR")
-        value = pos + 8
-        if code in _LONG:
-            length = _LENGTH(data, pos + 8)[0]
-            value = pos + 12
-        if value + length > size:
-            raise _Declined("truncated file meta")
-        if number == 0x0010:
-            syntax = data[value : value + length].decode("ascii").strip(" \x00")
-        pos = value + length
-    if syntax is None:
-        raise _Declined("no transfer syntax")
-    return pos, syntax
 
 
 def _looks_implicit(data: bytes, pos: int) -> bool:

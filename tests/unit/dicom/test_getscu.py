@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mdm.dicom import getscu
+from mdm.dicom import filemeta, getscu
 from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
 from mdm.dicom.pacs import Pacs
 from mdm.dicom.retrieve import RetrieveReport, RetrieveRequest
@@ -145,19 +145,23 @@ def test_a_missing_getscu_names_its_package() -> None:
         getscu.binary("getscu-that-does-not-exist")
 
 
-def test_the_file_meta_uids_are_read_from_the_bytes_as_pydicom_reads_them(tmp_path: Path) -> None:
+def test_the_file_meta_is_read_from_the_bytes_as_pydicom_reads_it(tmp_path: Path) -> None:
     from pydicom.filereader import read_file_meta_info
 
     for row, ds in ROWS:
         path = tmp_path / "f.dcm"
         path.write_bytes(to_bytes(ds))
         meta = read_file_meta_info(path)
-        uids = getscu.file_meta_uids(path.read_bytes())
+        data = path.read_bytes()
+        found = filemeta.read(data)
+        assert found is not None
+        uids = found.uids
         assert uids[0x0002] == meta.MediaStorageSOPClassUID
         assert uids[0x0003] == meta.MediaStorageSOPInstanceUID == row.sop_instance_uid
-        assert uids[0x0010] == meta.TransferSyntaxUID
-    assert getscu.file_meta_uids(b"\0" * 132) == {}
-    assert getscu.file_meta_uids(b"\0" * 128 + b"DICM" + b"\x02\x00\x10") == {}, "truncated"
+        assert uids[0x0010] == meta.TransferSyntaxUID == found.transfer_syntax
+        assert data[found.end : found.end + 2] == b"\x08\x00"  # the dataset's first group
+    assert filemeta.read(b"\0" * 132) is None
+    assert filemeta.read(b"\0" * 128 + b"DICM" + b"\x02\x00\x10") is None, "truncated"
 
 
 def test_getscu_gets_a_dictionary_of_what_it_parses_with_bit_preserving(
