@@ -56,10 +56,22 @@ def write_atomically(
     a whole batch) before recording any of the files ONLINE. ``direct``: bypass the page
     cache where the filesystem allows it (``mdm.storage.direct``, ``storage.direct_io``).
     """
+    dst = cache_path(root, lfn)
+    tmp, sums = write_unnamed(root, lfn, data, fsync=fsync, direct=direct)
+    commit(tmp, dst)
+    return sums
+
+
+def write_unnamed(
+    root: Path, lfn: str, data: bytes | memoryview, *, fsync: bool = False, direct: bool = False
+) -> tuple[Path, dict[str, str]]:
+    """``write_atomically`` but the rename: *data* under a temporary name beside *lfn*'s
+    place, and its adler32 and sha256. The recall worker renames (``commit``) only once the
+    file's key is registered, or removes it (``discard``)."""
     summer = Checksummer(("adler32", "sha256"))
     summer.update(data)
-    replace_atomically(cache_path(root, lfn), data, fsync=fsync, direct=direct)
-    return summer.hexdigests()
+    tmp = write_temporary(cache_path(root, lfn), data, fsync=fsync, direct=direct)
+    return tmp, summer.hexdigests()
 
 
 def replace_atomically(

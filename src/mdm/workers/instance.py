@@ -40,7 +40,6 @@ from mdm.dicom.anonymize import Anonymizer, Options
 from mdm.errors import ChecksumMismatch, ConfigError, MDMError, UsageError
 from mdm.keystore import KeyStore
 from mdm.settings import Settings
-from mdm.storage.checksums import Checksummer
 from mdm.workers import cache
 from mdm.workers.elementwise import Elementwise
 from mdm.workers.header import HeaderMemo, header_json
@@ -361,10 +360,8 @@ class InstanceProcessor:
         t1 = self.timings.add("encrypt", t1)
         if w.size is not None and w.size != len(blob):
             raise ChecksumMismatch(f"size {len(blob)} differs from the registered {w.size}")
-        summer = Checksummer(("adler32", "sha256"))
-        summer.update(blob)
         dst = cache.cache_path(self.cache_root, w.lfn)
-        tmp = cache.write_temporary(dst, blob, direct=self.direct_io)
+        tmp, sums = cache.write_unnamed(self.cache_root, w.lfn, blob, direct=self.direct_io)
         pending: Pending | None = Pending(tmp, dst, recipe)
         if keys.ready():
             try:
@@ -376,7 +373,7 @@ class InstanceProcessor:
                 raise
             pending = None
         self.timings.add("write", t1)
-        return Outcome(w, None, len(blob), summer.hexdigests(), recipe.key_id, attrs, pending)
+        return Outcome(w, None, len(blob), sums, recipe.key_id, attrs, pending)
 
     def settle(self, outcomes: Sequence[Outcome], keys: KeyBatch | None) -> list[Outcome]:
         """``settle`` for this processor's recipes (timed as the ``keys`` stage)."""

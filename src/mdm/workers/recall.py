@@ -152,6 +152,11 @@ class RecallWorker:
 
     # -- one batch -------------------------------------------------------------------------
 
+    def elementwise(self) -> tuple[int, int]:
+        """Instances anonymized element by element, and through the whole dataset, so far."""
+        ew = self.batches.processor.elementwise
+        return ew.taken, ew.declined
+
     def run_once(self) -> BatchResult:
         """Claim, process and record one batch (one or more series); empty when nothing is
         queued."""
@@ -300,8 +305,7 @@ def run_once(settings: Settings, *, worker: RecallWorker | None = None) -> Batch
             total.completed += r.completed
             total.failed += r.failed
         w.sweep()
-        ew = w.batches.processor.elementwise
-        total.elementwise = (ew.taken, ew.declined)
+        total.elementwise = w.elementwise()
     finally:
         if own:
             w.close()
@@ -354,6 +358,5 @@ def run(
         while recording:
             settle(recording.popleft())
         total.timings = dict(w.timings.totals)
-        ew = w.batches.processor.elementwise
-        total.elementwise = (ew.taken, ew.declined)
+        total.elementwise = w.elementwise()
     return total
