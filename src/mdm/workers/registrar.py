@@ -19,15 +19,16 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
-from mdm.catalog import files, metadata, registration, vault
+from mdm.catalog import files, registration, vault
 from mdm.catalog.access import Caller
 from mdm.catalog.db import CatalogDatabases
 from mdm.catalog.models import ReplicaState
-from mdm.dicom.anonymize import Anonymizer
+from mdm.dicom.anonymize import Anonymizer, IdentityRecord
 from mdm.dicom.pacs import Pacs
 from mdm.dicom.walk import WalkedInstance, WalkStats, walk
 from mdm.settings import Settings
@@ -107,50 +108,56 @@ class Registrar:
         """Register one study's instances in one transaction; ``(created, existing)``."""
         created = existing = 0
         with self._sessions() as (cs, vs):
-            anons = [self.anonymizer.anonymize(original_dataset(w)) for w in walked]
-            ids = [a.identity for a in anons]
-            lfns = [
-                files.lfn(i.pseudo_study_instance_uid, i.pseudo_series_instance_uid,
-                          i.pseudo_sop_instance_uid)
-                for i in ids
-            ]  # fmt: skip
-            files.prefetch(cs, lfns)  # which exist already: one query, not one per instance
-            vault.prefetch(  # the study's mappings in one query, not one per instance
-                vs,
-                [i.pseudo_series_instance_uid for i in ids]
-                + [i.pseudo_sop_instance_uid for i in ids],
-            )
-            for anon, lfn in zip(anons, lfns, strict=True):
-                ident = anon.identity
-                reg = registration.Registration(
-                    dataset=anon.dataset.to_json_dict(),
-                    replica=registration.ReplicaSpec(
-                        self.se, f"{self.base_url}{lfn}", ReplicaState.NEARLINE
-                    ),
-                    original=vault.OriginalIdentity(
-                        patient_id=ident.patient_id,
-                        study_uid=ident.study_instance_uid,
-                        series_uid=ident.series_instance_uid,
-                        sop_uid=ident.sop_instance_uid,
-                        patient_name=ident.patient_name or None,
-                        patient_birth_date=ident.patient_birth_date or None,
-                        issuer_of_patient_id=ident.issuer_of_patient_id or None,
-                        accession_number=ident.accession_number or None,
-                    ),
-                )
-                entry, new = registration.register(cs, vs, self.caller, reg, defer_counts=True)
-                source, url = pacs_replica(self.pacs.name), f"pacs://{self.pacs.name}{lfn}"
-                if new:  # just made, with this SE's replica only: no lookup needed
-                    files.first_replica(cs, entry, se=source, url=url, state=ReplicaState.NEARLINE)
-                elif not any(r.se == source for r in entry.replicas):
-                    files.add_replica(
-                        cs, self.caller, entry.path, se=source, url=url,
-                        state=ReplicaState.NEARLINE,
-                    )  # fmt: skip
-                created += new
-                existing += not new
-            metadata.flush_counts(cs)  # the study's and series' counters, once per study
+            regs: list[registration.Registration] = []
+            lfns: list[str] = []
+            for w in walked:
+                anon = self.anonymizer.anonymize(original_dataset(w))
+                i = anon.identity
+                uids = (i.pseudo_study_instance_uid, i.pseudo_series_instance_uid)
+                lfn = files.lfn(*uids, i.pseudo_sop_instance_uid)
+                regs.append(self._registration(anon.dataset.to_json_dict(), i, lfn))
+                lfns.append(lfn)
+            source = pacs_replica(self.pacs.name)
+            size = registration.MAX_BATCH
+            for start in range(0, len(regs), size):
+                # prefetches, counters once per batch: the HTTP batch registration's own path
+                done = registration.register_many(cs, vs, self.caller, regs[start : start + size])
+                for (entry, new), lfn in zip(done, lfns[start : start + size], strict=True):
+                    url = f"pacs://{self.pacs.name}{lfn}"
+                    if new:  # just made, with this SE's replica only: no lookup needed
+                        files.first_replica(
+                            cs, entry, se=source, url=url, state=ReplicaState.NEARLINE
+                        )
+                    elif not any(r.se == source for r in entry.replicas):
+                        files.add_replica(
+                            cs, self.caller, entry.path, se=source, url=url,
+                            state=ReplicaState.NEARLINE,
+                        )  # fmt: skip
+                    created += new
+                    existing += not new
         return created, existing
+
+    def _registration(
+        self, dataset: dict[str, Any], ident: IdentityRecord, lfn: str
+    ) -> registration.Registration:
+        """What the catalog records of one anonymized instance: the file with this SE's
+        NEARLINE replica, the de-identified attributes, and the originals for the vault."""
+        return registration.Registration(
+            dataset=dataset,
+            replica=registration.ReplicaSpec(
+                self.se, f"{self.base_url}{lfn}", ReplicaState.NEARLINE
+            ),
+            original=vault.OriginalIdentity(
+                patient_id=ident.patient_id,
+                study_uid=ident.study_instance_uid,
+                series_uid=ident.series_instance_uid,
+                sop_uid=ident.sop_instance_uid,
+                patient_name=ident.patient_name or None,
+                patient_birth_date=ident.patient_birth_date or None,
+                issuer_of_patient_id=ident.issuer_of_patient_id or None,
+                accession_number=ident.accession_number or None,
+            ),
+        )
 
     def run(
         self,
