@@ -54,6 +54,7 @@ from mdm.dicom.anonymize.elements import (
     MEMO,
     PASS,
     SOP_INSTANCE,
+    Decline,
     ElementMemo,
     ElementPlan,
 )
@@ -68,10 +69,6 @@ _LONG = filemeta.LONG_VRS
 _EXPLICIT = struct.Struct("<HH2sH").unpack_from
 _IMPLICIT = struct.Struct("<HHI").unpack_from
 _LENGTH = struct.Struct("<I").unpack_from
-
-
-class _Declined(Exception):
-    """Not for this path: the whole-dataset path takes the instance."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ class _Core:
         Instance UID remapped by the walker (``value``), the rest as remembered."""
         head = raw_header(0x0008, 0x0018, sop.vr, len(value), implicit)
         if head is None:  # cannot be: a UID is short (checked when the core was remembered)
-            raise _Declined("the SOP Instance UID")
+            raise Decline("the SOP Instance UID")
         parts = list(self.parts)
         bisect.insort(parts, (SOP_INSTANCE, head, value), key=lambda p: p[0])
         json = dict(self.json)
@@ -213,7 +210,7 @@ class Elementwise:
         if self.plan.usable:
             try:
                 result = self._process(data)
-            except _Declined as exc:  # fixed texts: no value of the instance
+            except Decline as exc:  # fixed texts or a tag: never a value of the instance
                 logger.debug("element-wise path declined the instance: %s", exc)
             except Exception as exc:  # the whole-dataset path reports it properly
                 logger.debug("element-wise path gave up: %s", type(exc).__name__)
@@ -227,7 +224,7 @@ class Elementwise:
     def _process(self, data: bytes) -> Anonymized | None:
         meta = filemeta.read(data)
         if meta is None:
-            raise _Declined("no Part 10 preamble, or not an explicit VR file meta group")
+            raise Decline("no Part 10 preamble, or not an explicit VR file meta group")
         start, syntax = meta.end, meta.transfer_syntax
         uid = UID(syntax)
         if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
@@ -345,11 +342,11 @@ class Elementwise:
         self, data: bytes, pos: int, implicit: bool
     ) -> tuple[list[_Element], dict[int, Any], RawDataElement | None]:
         """The top-level elements from *pos*, classified; the elements of undefined length as
-        pydicom reads them; the Specific Character Set. Raises _Declined on anything pydicom
+        pydicom reads them; the Specific Character Set. Raises Decline on anything pydicom
         would read differently from a plain walk."""
         size = len(data)
         if size - pos >= 6 and _looks_implicit(data, pos) != implicit:
-            raise _Declined("pydicom would switch encodings")
+            raise Decline("pydicom would switch encodings")
         kind = self.plan.kind
         out: list[_Element] = []
         undefined: dict[int, Any] = {}
@@ -365,16 +362,16 @@ class Elementwise:
                 group, number, code, length = _EXPLICIT(data, pos)
                 vr = _VRS.get(code)
                 if vr is None:
-                    raise _Declined("a VR pydicom does not know")
+                    raise Decline("a VR pydicom does not know")
                 value = pos + 8
                 if code in _LONG:
                     if size - pos < 12:
-                        raise _Declined("truncated")
+                        raise Decline("truncated")
                     length = _LENGTH(data, pos + 8)[0]
                     value = pos + 12
             tag = group << 16 | number
             if tag <= last or group == 0xFFFE:
-                raise _Declined("elements out of order")
+                raise Decline("elements out of order")
             last = tag
             if length == _UNDEFINED:
                 # pydicom's own reader finds the end (sequences, encapsulated pixel data),
@@ -390,7 +387,7 @@ class Elementwise:
             else:
                 end = value + length
                 if end > size:
-                    raise _Declined("an element runs past the end")
+                    raise Decline("an element runs past the end")
                 # pydicom reads an empty value as None, which the walk and the writer treat
                 # apart (converted, written with the dictionary VR): the core's business.
                 what = kind(tag, vr)
@@ -402,7 +399,7 @@ class Elementwise:
                     encoding = _encodings(charset)
             pos = end
         if pos != size:
-            raise _Declined("trailing bytes")
+            raise Decline("trailing bytes")
         return out, undefined, charset
 
 

@@ -61,7 +61,8 @@ MARKS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
 
 
 class Decline(Exception):
-    """The element (or the instance) is not for the element-wise path: take the whole one."""
+    """The element (or the instance) is not for the element-wise path: take the whole one.
+    Its text is a fixed reason or a tag, never a value (it is logged)."""
 
 
 class ElementPlan:
