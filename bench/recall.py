@@ -113,7 +113,7 @@ class Cpu:
 
 
 def recall(
-    settings_file: Path, settings: Settings, workers: int, threads: int, cpu: Cpu
+    settings_file: Path, settings: Settings, workers: int, threads: int, cpu: Cpu, batch: int = 64
 ) -> tuple[float, int]:
     """Start *workers* worker processes (a running service, as in production), then queue
     every file and time until all are ONLINE; (seconds, files ONLINE). Worker start-up
@@ -123,7 +123,17 @@ def recall(
     cmd = [sys.executable, "-m", "mdm", "--settings", str(settings_file)]
     procs = [
         subprocess.Popen(
-            [*cmd, "worker", "recall", "--threads", str(threads), "--poll", "0.05"],
+            [
+                *cmd,
+                "worker",
+                "recall",
+                "--threads",
+                str(threads),
+                "--batch",
+                str(batch),
+                "--poll",
+                "0.05",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -223,6 +233,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1080)
     parser.add_argument("--workers", type=int, default=2, help="recall worker processes")
     parser.add_argument("--threads", type=int, default=2, help="pool threads per worker")
+    parser.add_argument("--batch", type=int, default=64, help="files per claimed batch")
     parser.add_argument("--orthanc", default="/usr/sbin/Orthanc")
     parser.add_argument(
         "--engine", default="pynetdicom", choices=["pynetdicom", "dcmtk"], help="C-GET receiver"
@@ -303,9 +314,11 @@ def main() -> None:
                 print(f"warm-up getscu pass (untimed in the ratios): {len(rows) / warm:.1f} inst/s")
                 before = {name: reference(name) for name in references}
                 mdm_name = f"MDM recall, {args.workers}x{args.threads} threads, {args.engine}"
+                if args.batch != 64:
+                    mdm_name += f", batch {args.batch}"
                 mdm_cpu = Cpu(orthanc.pid, ks_pids)
                 seconds, online = recall(
-                    settings_file, settings, args.workers, args.threads, mdm_cpu
+                    settings_file, settings, args.workers, args.threads, mdm_cpu, args.batch
                 )
                 if online != len(rows):
                     raise SystemExit(f"recall: {online} of {len(rows)} files ONLINE")

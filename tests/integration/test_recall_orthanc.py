@@ -15,6 +15,7 @@ import gc
 import hashlib
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -565,6 +566,23 @@ def test_the_dcmtk_engine_recalls_the_same_bytes(site: Site, tmp_path: Path) -> 
     assert recalled(dcmtk, lfns) == first
     assert len(recalled(dcmtk, site.untouched_series())) >= 4
     assert list(tmp_path.iterdir()) == [], "the spool is emptied"
+
+
+def test_the_batch_option_sets_the_files_claimed_per_batch(site: Site) -> None:
+    """``mdm worker recall --batch N``: no batch holds more than N files, and all complete."""
+    lfns = site.untouched_series()
+    assert len(lfns) > 2
+    rid = site.backend.stage(alice(), lfns)
+    run = mdm(site, "worker", "recall", "--once", "--batch", "2")
+    assert run.returncode == 0, run.stderr
+    sizes = [
+        int(m.group(1)) + int(m.group(2))
+        for m in re.finditer(r"^batch: (\d+) completed, (\d+) failed$", run.stderr, re.M)
+    ]
+    assert sum(sizes) == len(lfns), run.stderr
+    assert max(sizes) == 2, run.stderr
+    polled = site.backend.poll(alice(), rid)
+    assert [f.state for f in polled.files] == ["COMPLETED"] * len(lfns)
 
 
 def test_a_killed_worker_leaves_nothing_half_done_and_another_finishes(site: Site) -> None:

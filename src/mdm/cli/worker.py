@@ -43,6 +43,14 @@ def worker() -> None:
     "per core rather than many threads: the work is CPU-bound Python.",
 )
 @click.option(
+    "--batch",
+    type=click.IntRange(1, 10000),
+    default=64,
+    show_default=True,
+    help="Files claimed per batch (one series, topped up with whole series): each batch costs "
+    "a claim, a key-server call per server, a PACS retrieval, a flush and a recording.",
+)
+@click.option(
     "--poll",
     type=click.FloatRange(0.01, 3600),
     default=1.0,
@@ -50,7 +58,7 @@ def worker() -> None:
     help="Seconds between looks at an empty staging queue.",
 )
 @click.pass_context
-def recall(ctx: click.Context, once: bool, threads: int, poll: float) -> None:
+def recall(ctx: click.Context, once: bool, threads: int, batch: int, poll: float) -> None:
     """Recall staged files from the PACS into the cache, anonymized and encrypted."""
     from mdm.workers.recall import BatchResult, run
 
@@ -84,6 +92,7 @@ def recall(ctx: click.Context, once: bool, threads: int, poll: float) -> None:
         on_batch=report,
         on_ready=ready,
         threads=threads,
+        batch=batch,
     )
     click.echo(f"recall worker: {total.completed} completed, {total.failed} failed")
     if total.timings:

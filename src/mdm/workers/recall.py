@@ -321,6 +321,7 @@ def run(
     on_batch: Callable[[BatchResult], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
     threads: int = 2,
+    batch: int = 64,
 ) -> BatchResult:
     """Process the queue until *stop_event* is set (or, with *once*, until it is empty)."""
     stop = stop_event or threading.Event()
@@ -334,7 +335,7 @@ def run(
             on_batch(r)
 
     with (
-        RecallWorker(settings, threads=threads) as w,
+        RecallWorker(settings, threads=threads, batch=batch) as w,
         ThreadPoolExecutor(1, thread_name_prefix="mdm-recall-record") as recorder,
     ):
         if on_ready is not None:
