@@ -323,7 +323,8 @@ def run(
     threads: int = 2,
     batch: int = 64,
 ) -> BatchResult:
-    """Process the queue until *stop_event* is set (or, with *once*, until it is empty)."""
+    """Process the queue until *stop_event* is set (or, with *once*, until it is empty), in
+    batches of up to *batch* files (``RecallWorker``), *threads* instances at a time."""
     stop = stop_event or threading.Event()
     total = BatchResult()
 
@@ -343,18 +344,18 @@ def run(
         last_sweep = 0.0
         recording: deque[Future[BatchResult]] = deque()
         while not stop.is_set():
-            batch = w.process_next()
-            while recording and (batch is None or len(recording) >= RECORDING_BEHIND):
+            processed = w.process_next()
+            while recording and (processed is None or len(recording) >= RECORDING_BEHIND):
                 settle(recording.popleft())
-            if batch is not None:
-                recording.append(recorder.submit(w.record, batch))
+            if processed is not None:
+                recording.append(recorder.submit(w.record, processed))
             elif once:
                 w.sweep()
                 break
             if time.monotonic() - last_sweep > max(idle * 5, SWEEP_PERIOD):
                 w.sweep()
                 last_sweep = time.monotonic()
-            if batch is None:
+            if processed is None:
                 stop.wait(idle)
         while recording:
             settle(recording.popleft())
