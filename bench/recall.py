@@ -2,7 +2,7 @@
 against dcmtk ``getscu`` and plain pynetdicom C-GET of the same studies from the same Orthanc.
 
     .venv/bin/python bench/recall.py                       # 1,080 CT instances of ~0.5 MB
-    .venv/bin/python bench/recall.py --instances 270 --workers 2
+    .venv/bin/python bench/recall.py --instances 270 --workers 2 --rounds 1
 
 Everything real and on this machine: Orthanc (Debian), five key servers (``mdm serve
 keyserver`` over mutual TLS, SQLite), a SQLite catalog, and ``--workers`` recall worker
@@ -13,9 +13,13 @@ only write the received files to disk. Orthanc, the key servers and the clients 
 cores, which favours the low-CPU dcmtk client.
 
 The references run on a warm Orthanc (one untimed getscu pass first: the first retrieval after
-the upload ran at about half the speed of the next ones), once before and once after the MDM
-recall; the ratios are against the mean of the two, so that a machine that speeds up or slows
-down during the run (these are shared) moves the reference with it. Both times are printed.
+the upload ran at about half the speed of the next ones), before the first MDM recall and after
+each one. The recall runs ``--rounds`` times (default 3), each time the *first* recall of the
+files (the catalog put back as registered, the cache and the recipes emptied: new keys, new
+encryptions), and each round's ratios are against the mean of the references run just before
+and just after it, so that a machine that speeds up or slows down (these are shared: getscu
+alone swung between 313 and 740 inst/s in one session) moves the reference with it. The
+medians over the rounds are the result; every round and every reference is printed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +38,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,8 +245,16 @@ def main() -> None:
     parser.add_argument(
         "--engine", default="pynetdicom", choices=["pynetdicom", "dcmtk"], help="C-GET receiver"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="recalls of the same files, each from the same registered state, interleaved "
+        "with the references (the medians are printed)",
+    )
     args = parser.parse_args()
     quiet_pynetdicom()
+    rounds: list[tuple[float, Cpu]] = []
 
     with tempfile.TemporaryDirectory(prefix="mdm-bench-recall-") as tmp:
         base = Path(tmp)
@@ -312,29 +327,35 @@ def main() -> None:
 
                 warm, _ = reference("dcmtk getscu")
                 print(f"warm-up getscu pass (untimed in the ratios): {len(rows) / warm:.1f} inst/s")
-                before = {name: reference(name) for name in references}
                 mdm_name = f"MDM recall, {args.workers}x{args.threads} threads, {args.engine}"
                 if args.batch != 64:
                     mdm_name += f", batch {args.batch}"
-                mdm_cpu = Cpu(orthanc.pid, ks_pids)
-                seconds, online = recall(
-                    settings_file, settings, args.workers, args.threads, mdm_cpu, args.batch
-                )
-                if online != len(rows):
-                    raise SystemExit(f"recall: {online} of {len(rows)} files ONLINE")
-                after = {name: reference(name) for name in references}
-                results = {name: (before[name][0] + after[name][0]) / 2 for name in references}
-                results[mdm_name] = seconds
-                cpu = {name: before[name][1] for name in references}
-                cpu[mdm_name] = mdm_cpu
+                snapshot = base / "catalog-registered.db"
+                db_file = Path(settings.catalog.database_url.removeprefix("sqlite:///"))
+                copy_sqlite(db_file, snapshot)
+                refs = [{name: reference(name) for name in references}]
+                for r in range(args.rounds):
+                    if r:  # the same first recall again: registered, nothing cached, no recipe
+                        copy_sqlite(snapshot, db_file)
+                        shutil.rmtree(settings.storage.cache_dir, ignore_errors=True)
+                        st = settings.storage
+                        recipes = st.recipe_dir or Path(st.cache_dir).parent / "recipes"
+                        shutil.rmtree(recipes, ignore_errors=True)
+                    mdm_cpu = Cpu(orthanc.pid, ks_pids)
+                    seconds, online = recall(
+                        settings_file, settings, args.workers, args.threads, mdm_cpu, args.batch
+                    )
+                    if online != len(rows):
+                        raise SystemExit(f"recall: {online} of {len(rows)} files ONLINE")
+                    rounds.append((seconds, mdm_cpu))
+                    refs.append({name: reference(name) for name in references})
                 keys_per_s = key_rate(settings, min(len(rows), 200))
                 batched_per_s = key_rate_batched(settings, max(len(rows), 640))
         finally:
             for slot in list(fleet.procs):
                 fleet.stop(slot)
 
-    getscu = results["dcmtk getscu"]
-    plain = results["plain pynetdicom C-GET"]
+    n = len(rows)
     print(
         f"\nkey servers alone: {keys_per_s:.1f} registrations/s (16 threads), the ceiling "
         "of a recall registering one key per call"
@@ -343,30 +364,56 @@ def main() -> None:
         f"key servers alone, batched: {batched_per_s:.1f} keys/s (register_many, 64 keys per "
         "call, 2 threads: what the workers do, one call per series)"
     )
-    print("references, before / after the MDM recall (the ratios use their mean):")
-    for name in references:
-        b, a = before[name][0], after[name][0]
-        print(f"  {name:42s} {len(rows) / b:7.1f} / {len(rows) / a:7.1f} inst/s")
-    print(f"{len(rows)} instances, {total / 1e6:.1f} MB, one run:")
-    print(f"{'path':44s} {'s':>7s} {'inst/s':>7s} {'MB/s':>6s} {'x getscu':>8s} {'x plain':>8s}")
-    for name, sec in results.items():
+    print(
+        f"\n{n} instances, {total / 1e6:.1f} MB, {len(rounds)} round(s); each recall is compared "
+        "with the mean of the references run just before and just after it"
+    )
+    print(
+        f"{'round':5s} {'recall s':>8s} {'inst/s':>7s} {'MB/s':>6s} {'getscu':>7s} "
+        f"{'plain':>7s} {'x getscu':>8s} {'x plain':>8s} {'CPU ms/inst':>11s}"
+    )
+    x_getscu, x_plain, rates = [], [], []
+    for r, (sec, c) in enumerate(rounds):
+        ref = {name: (refs[r][name][0] + refs[r + 1][name][0]) / 2 for name in references}
+        getscu, plain = ref["dcmtk getscu"], ref["plain pynetdicom C-GET"]
+        x_getscu.append(getscu / sec)
+        x_plain.append(plain / sec)
+        rates.append(n / sec)
+        every = c.client + c.pacs + c.keys
         print(
-            f"{name:44s} {sec:7.2f} {len(rows) / sec:7.1f} {total / 1e6 / sec:6.1f} "
-            f"{getscu / sec:8.2f} {plain / sec:8.2f}"
+            f"{r + 1:5d} {sec:8.2f} {n / sec:7.1f} {total / 1e6 / sec:6.1f} {n / getscu:7.1f} "
+            f"{n / plain:7.1f} {getscu / sec:8.2f} {plain / sec:8.2f} {every / n * 1e3:11.2f}"
         )
-    n = len(rows)
+    print(
+        f"median: {mdm_name}: {statistics.median(rates):.1f} inst/s, "
+        f"{statistics.median(x_getscu):.2f} x getscu, {statistics.median(x_plain):.2f} x plain "
+        "pynetdicom"
+    )
+    print("references, inst/s, in the order they ran (warm-up not included):")
+    for name in references:
+        print(f"  {name:42s} " + " / ".join(f"{n / ref[name][0]:.1f}" for ref in refs))
+    middle = sorted(range(len(rounds)), key=lambda i: x_getscu[i])[len(rounds) // 2]
+    cpu = {name: refs[0][name][1] for name in references}
+    cpu[f"{mdm_name} (round {middle + 1})"] = rounds[middle][1]
     plain_cpu = cpu["plain pynetdicom C-GET"].client
     print(
         "\nCPU ms per instance (user + system): the client side, the PACS, the key servers "
-        "(references: their run before the recall)"
+        "(references: their first run; the recall: its median round)"
     )
-    print(f"{'path':44s} {'client':>7s} {'Orthanc':>7s} {'keys':>7s} {'all':>7s} {'x plain':>8s}")
+    print(f"{'path':52s} {'client':>7s} {'Orthanc':>7s} {'keys':>7s} {'all':>7s} {'x plain':>8s}")
     for name, c in cpu.items():
         every = c.client + c.pacs + c.keys
         print(
-            f"{name:44s} {c.client / n * 1e3:7.2f} {c.pacs / n * 1e3:7.2f} "
+            f"{name:52s} {c.client / n * 1e3:7.2f} {c.pacs / n * 1e3:7.2f} "
             f"{c.keys / n * 1e3:7.2f} {every / n * 1e3:7.2f} {c.client / plain_cpu:8.2f}"
         )
+
+
+def copy_sqlite(src: Path, dst: Path) -> None:
+    """Copy the SQLite database *src* over *dst* with SQLite's backup API (consistent whatever
+    its journal mode; nobody else may have *dst* open)."""
+    with closing(sqlite3.connect(src)) as a, closing(sqlite3.connect(dst)) as b:
+        a.backup(b)
 
 
 if __name__ == "__main__":
