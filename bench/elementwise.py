@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python bench/elementwise.py [--corpus recall|ct] [--count 300] [--rounds 3]
+        [--undefined-lengths]
 
 What the recall worker's pool does to each received instance before encrypting it: read it,
 anonymize it (Basic Profile), encode the Part 10 plaintext, and convert the de-identified
@@ -59,6 +60,25 @@ def corpus(kind: str, count: int) -> list[bytes]:
     return [f.path.read_bytes() for f in manifest.files][:count]
 
 
+def as_dcmtk_writes(data: bytes) -> bytes:
+    """*data* with every sequence and item of undefined length, as dcmtk writes them (what
+    Orthanc stores and getscu hands over; pydicom writes defined lengths)."""
+    ds = dcmread(io.BytesIO(data))
+
+    def undefined(dataset: Any) -> None:
+        for elem in dataset:
+            if elem.VR == "SQ":
+                elem.is_undefined_length = True
+                for item in elem.value:
+                    item.is_undefined_length_sequence_item = True
+                    undefined(item)
+
+    undefined(ds)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def whole(anonymizer: Anonymizer, memo: HeaderMemo, data: bytes) -> tuple[bytes, dict[str, Any]]:
     result = anonymizer.anonymize(dcmread(io.BytesIO(data)))
     return encode(result.dataset), header_json(result.dataset, memo)
@@ -69,11 +89,19 @@ def main() -> None:
     ap.add_argument("--corpus", choices=("recall", "ct"), default="recall")
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--undefined-lengths",
+        action="store_true",
+        help="sequences and items of undefined length, as dcmtk (Orthanc, getscu) writes them",
+    )
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     datas = corpus(args.corpus, args.count)
+    if args.undefined_lengths:
+        datas = [as_dcmtk_writes(d) for d in datas]
     size = sum(len(d) for d in datas) / len(datas) / 1e6
-    print(f"corpus ({args.corpus}): {len(datas)} instances, {size:.2f} MB each")
+    how = ", sequences of undefined length" if args.undefined_lengths else ""
+    print(f"corpus ({args.corpus}{how}): {len(datas)} instances, {size:.2f} MB each")
     anonymizer = Anonymizer(secret=SECRET)
     memo = HeaderMemo()
     path = Elementwise(anonymizer, HeaderMemo())

@@ -70,7 +70,7 @@ from tests.integration.se_site import SeSite, gfal, require_gfal2
 from tests.integration.test_keys_threshold import Fleet, K, LocalPki, N
 
 SPEC = CorpusSpec(
-    patients=2, studies_per_patient=1, series_per_study=5, instances_per_series=5,
+    patients=2, studies_per_patient=1, series_per_study=6, instances_per_series=5,
     rows=64, columns=64, modalities=("CT",),
 )  # fmt: skip
 SECRET = b"recall-test-site-secret-0123456789"

@@ -374,15 +374,22 @@ class Elementwise:
                 raise Decline("elements out of order")
             last = tag
             if length == _UNDEFINED:
-                # pydicom's own reader finds the end (sequences, encapsulated pixel data),
-                # with the dataset's character set for the items, as dcmread would.
-                fp = io.BytesIO(data)
-                fp.seek(pos)
-                element = next(data_element_generator(fp, implicit, True, encoding=encoding))
-                end = fp.tell()
                 what = DROP if kind(tag, vr) == DROP else CORE
-                if what == CORE:
-                    undefined[tag] = element
+                # An explicit-VR sequence is walked with struct to its end, and read by
+                # pydicom only if the core needs it (a core memo miss: ``_core``); anything
+                # else of undefined length (encapsulated pixel data, UN, implicit VR, a
+                # sequence the walk finds irregular) is read by pydicom's own reader at once,
+                # with the dataset's character set for the items, as dcmread would.
+                end = skip_sequence(data, value) if vr == "SQ" else None
+                if end is None:
+                    fp = io.BytesIO(data)
+                    fp.seek(pos)
+                    element = next(data_element_generator(fp, implicit, True, encoding=encoding))
+                    end = fp.tell()
+                    if what == CORE:
+                        undefined[tag] = element
+                elif what == CORE:
+                    undefined[tag] = _Unread(pos, encoding)
                 out.append(_Element(tag, vr, pos, value, end, what))
             else:
                 end = value + length
@@ -432,10 +439,113 @@ def _core(
     for e in elements:
         if e.kind == CORE:
             got = undefined.get(e.tag)
+            if isinstance(got, _Unread):
+                fp = io.BytesIO(data)
+                fp.seek(got.pos)
+                got = next(data_element_generator(fp, implicit, True, encoding=got.encoding))
             raws[BaseTag(e.tag)] = got if got is not None else _raw(data, e, implicit)
     core = Dataset(raws)
     core.set_original_encoding(implicit, True, _encodings(charset))
     return core
+
+
+class _Unread(NamedTuple):
+    """A sequence of undefined length walked to its end but not read yet: where it starts,
+    and the character set in force there (``_core`` reads it if the core memo misses)."""
+
+    pos: int
+    encoding: str | list[str]
+
+
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+def skip_sequence(data: bytes, pos: int) -> int | None:
+    """The end of the explicit-VR little-endian sequence of undefined length whose items
+    start at *pos* (just after its sequence delimiter), found without building a dataset;
+    None when it is not regular enough to be sure that pydicom's reader would end at the
+    same place (the caller then lets pydicom read it).
+
+    Regular: items (``FFFE,E000``) only, each of defined length holding whole elements
+    exactly, or of undefined length ending with an item delimiter of length 0; nested
+    sequences alike, whatever their length; the sequence delimiter with length 0. Anything
+    else of undefined length inside (UN, encapsulated data) is not walked."""
+    size = len(data)
+    while size - pos >= 8:
+        group, number, length = _IMPLICIT(data, pos)
+        tag = group << 16 | number
+        pos += 8
+        if tag == _SEQUENCE_END:
+            return pos if length == 0 else None
+        if tag != _ITEM:
+            return None
+        if length == _UNDEFINED:
+            end = _skip_elements(data, pos, None)
+        elif pos + length > size:
+            return None
+        else:
+            end = _skip_elements(data, pos, pos + length)
+        if end is None:
+            return None
+        pos = end
+    return None
+
+
+def _skip_elements(data: bytes, pos: int, stop: int | None) -> int | None:
+    """The end of an item's elements from *pos*: exactly *stop* for an item of defined
+    length, else after its item delimiter; None if irregular (``skip_sequence``)."""
+    size = len(data) if stop is None else stop
+    while size - pos >= 8:
+        group, number, code, length = _EXPLICIT(data, pos)
+        if group == 0xFFFE:
+            if stop is None and group << 16 | number == _ITEM_END and not _LENGTH(data, pos + 4)[0]:
+                return pos + 8
+            return None
+        vr = _VRS.get(code)
+        if vr is None:
+            return None
+        value = pos + 8
+        if code in _LONG:
+            if size - pos < 12:
+                return None
+            length = _LENGTH(data, pos + 8)[0]
+            value = pos + 12
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                return None
+            end = skip_sequence(data, value)
+            if end is None:
+                return None
+        else:
+            end = value + length
+        if end > size:
+            return None
+        if vr == "SQ" and length != _UNDEFINED and _skip_defined(data, value, end) is None:
+            return None
+        pos = end
+    return pos if stop is not None and pos == stop else None
+
+
+def _skip_defined(data: bytes, pos: int, end: int) -> int | None:
+    """*end*, if the sequence of defined length from *pos* to *end* holds whole regular
+    items exactly (pydicom reads its items, and would not stop at *end* otherwise)."""
+    while pos < end:
+        if end - pos < 8:
+            return None
+        group, number, length = _IMPLICIT(data, pos)
+        if group << 16 | number != _ITEM:
+            return None
+        pos += 8
+        if length == _UNDEFINED:
+            got = _skip_elements(data, pos, None)
+        elif pos + length > end:
+            return None
+        else:
+            got = _skip_elements(data, pos, pos + length)
+        if got is None or got > end:
+            return None
+        pos = got
+    return end if pos == end else None
 
 
 def _looks_implicit(data: bytes, pos: int) -> bool:

@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from mdm.dicom.anonymize import Anonymizer, Options
 from mdm.dicom.anonymize.elements import CORE, DROP, MEMO, PASS
 from mdm.dicom.corpus import CorpusSpec, generate, to_bytes
-from mdm.workers.elementwise import Elementwise
+from mdm.workers.elementwise import Elementwise, skip_sequence
 from mdm.workers.header import HeaderMemo, header_json
 from mdm.workers.part10 import encode
 
@@ -61,6 +61,21 @@ def _variant(data: bytes, implicit: bool) -> bytes:
     item.ReferencedSOPClassUID = ds.SOPClassUID
     item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
     ds.ReferencedImageSequence = Sequence([item])
+    # As dcmtk (Orthanc, getscu) writes them: undefined lengths, nested, an empty sequence,
+    # and a private sequence (DROP) of undefined length.
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113691", "DCM", "IPP"
+    inner = Dataset()
+    inner.ConceptNameCodeSequence = Sequence([code])
+    inner["ConceptNameCodeSequence"].is_undefined_length = True
+    inner.is_undefined_length_sequence_item = True
+    ds.ProcedureCodeSequence = Sequence([inner, Dataset()])
+    ds["ProcedureCodeSequence"].is_undefined_length = True
+    ds.ReferencedStudySequence = Sequence([])
+    ds["ReferencedStudySequence"].is_undefined_length = True
+    block = ds.private_block(0x0019, "ACME SEQ", create=True)
+    block.add_new(0x01, "SQ", Sequence([code]))
+    block[0x01].is_undefined_length = True
     ds.ImageComments = ""
     ds.file_meta.TransferSyntaxUID = (
         ImplicitVRLittleEndian if implicit else ds.file_meta.TransferSyntaxUID
@@ -136,6 +151,73 @@ def test_pydicoms_test_files_give_the_whole_paths_result_or_are_declined(
         declined += outcome is None
     assert taken > 15
     assert declined > 5  # big endian, truncated, refused...
+
+
+def _undefined_sequences(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(element start, value start, end as pydicom's reader finds it) of every top-level
+    explicit-VR sequence of undefined length in the Part 10 file *data*."""
+    from pydicom.filereader import data_element_generator
+
+    from mdm.dicom import filemeta
+
+    meta = filemeta.read(data)
+    if meta is None or meta.transfer_syntax != "1.2.840.10008.1.2.1":
+        return
+    fp = io.BytesIO(data)
+    fp.seek(meta.end)
+    while fp.tell() < len(data):
+        start = fp.tell()
+        elem = next(data_element_generator(fp, False, True))
+        if getattr(elem, "is_undefined_length", False) and data[start + 4 : start + 6] == b"SQ":
+            yield start, start + 12, fp.tell()
+
+
+def test_sequences_of_undefined_length_are_walked_to_where_pydicom_ends_them() -> None:
+    """``skip_sequence`` finds the end pydicom's reader finds, or says it is not sure
+    (None): then pydicom reads the sequence, as before."""
+    files = [data for _name, data in _pydicom_files()] + _corpus()
+    walked = unsure = 0
+    for data in files:
+        for _start, value, end in _undefined_sequences(data):
+            got = skip_sequence(data, value)
+            assert got in (end, None)
+            walked += got == end
+            unsure += got is None
+    assert walked >= 10
+    assert unsure == 0  # all regular in these files
+    # Irregular: a stray tag where an item should be, a delimiter with a length, truncation.
+    data = _corpus()[-1]
+    _start, value, end = next(_undefined_sequences(data))
+    assert skip_sequence(data[:value] + b"\x08\x00" + data[value + 2 :], value) is None
+    delimiter = data.rindex(b"\xfe\xff\xdd\xe0", value, end)
+    assert skip_sequence(data[: delimiter + 4] + b"\x01" + data[delimiter + 5 :], value) is None
+    assert skip_sequence(data[: end - 1], value) is None
+    # Built by hand: a defined-length sequence inside an item must hold whole items exactly.
+    code = b"\x08\x00\x00\x01SH\x06\x00113691"  # (0008,0100) Code Value
+    nested = _item(code, undefined=False)
+    good = _item(_sq(0x0040, 0xA043, nested), undefined=True)
+    assert skip_sequence(_sequence(good), 0) == len(_sequence(good))
+    stray = _item(_sq(0x0040, 0xA043, nested + code), undefined=True)  # not an item inside
+    assert skip_sequence(_sequence(stray), 0) is None
+    short = _item(_sq(0x0040, 0xA043, nested[:-2]), undefined=True)  # an item cut short
+    assert skip_sequence(_sequence(short), 0) is None
+
+
+def _item(content: bytes, *, undefined: bool) -> bytes:
+    if undefined:
+        return b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + content + b"\xfe\xff\x0d\xe0" + bytes(4)
+    return b"\xfe\xff\x00\xe0" + len(content).to_bytes(4, "little") + content
+
+
+def _sq(group: int, number: int, value: bytes) -> bytes:
+    """An explicit-VR sequence element of defined length."""
+    head = group.to_bytes(2, "little") + number.to_bytes(2, "little") + b"SQ\x00\x00"
+    return head + len(value).to_bytes(4, "little") + value
+
+
+def _sequence(items: bytes) -> bytes:
+    """The value of a sequence of undefined length: its items and the delimiter."""
+    return items + b"\xfe\xff\xdd\xe0" + bytes(4)
 
 
 def test_what_it_declines(caplog: pytest.LogCaptureFixture) -> None:
