@@ -19,13 +19,15 @@ memory and flushed once, with the same checks:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from mdm.catalog import access, pins, staging
 from mdm.catalog.access import Caller
@@ -165,8 +167,8 @@ def record(
 
 
 class _Changes:
-    """The rows a batch changes, written with one executemany per table (ORM bulk statements
-    by primary key: no object per row, which is what cost the time)."""
+    """The rows a batch changes, written with one executemany per table and column set
+    (Core statements by primary key: no object per row, which is what cost the time)."""
 
     def __init__(self, now: dt.datetime) -> None:
         self.now = now
@@ -218,21 +220,38 @@ class _Changes:
             (Entry, self.entries),
             (Replica, self.replicas),
             (StageFile, self.stage_files),
+            (Instance, self.instances),
         ):
-            for same in _by_keys(rows):
-                session.execute(update(model), same)
+            for keys, same in _by_keys(rows).items():
+                session.execute(_update_by_id(_table(model), keys), [_bound(r) for r in same])
         if self.new_replicas:
-            session.execute(insert(Replica), self.new_replicas)
-        for same in _by_keys(self.instances):
-            session.execute(update(Instance), same)
+            session.execute(insert(_table(Replica)), self.new_replicas)
 
 
-def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def _by_keys(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
     """Rows grouped by their set of keys: one executemany needs the same columns in each."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(row)), []).append(row)
-    return list(groups.values())
+    return groups
+
+
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_by_id(table: Table, keys: tuple[str, ...]) -> Update:
+    """``UPDATE table SET <keys but id> WHERE id = ?`` as a Core statement built once per
+    column set: the ORM's bulk update by primary key did the same with more Python per row
+    (half of recording a batch; docs/recall.md, "Throughput, eighth round"). The rows'
+    keys are column names (``_bound``: prefixed, as SET parameters may not reuse them)."""
+    values: dict[str, Any] = {key: bindparam(f"v_{key}") for key in keys if key != "id"}
+    return update(table).where(table.c.id == bindparam("v_id")).values(values)
+
+
+def _bound(row: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{key}": value for key, value in row.items()}
 
 
 def _content(entry: Any, info: FileInfo, changes: _Changes) -> str | None:
