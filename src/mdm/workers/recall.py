@@ -177,7 +177,7 @@ class RecallWorker:
         rows: list[tuple[int, str]] = []
         with self.dbs.catalog.session(write=True) as s:
             while len(rows) < max(1, self.batch // 2):
-                claimed = staging.claim(
+                claimed = staging.claim_rows(
                     s,
                     self.caller,
                     self.worker_id,
@@ -188,7 +188,7 @@ class RecallWorker:
                 )
                 if not claimed:
                     break
-                rows += [(f.id, f.path) for f in claimed]
+                rows += claimed
         if not rows:
             return None
         stop = threading.Event()

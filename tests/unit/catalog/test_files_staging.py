@@ -16,7 +16,7 @@ from sqlalchemy import event, func, select
 
 from mdm.catalog import files, staging
 from mdm.catalog.db import CatalogDatabases
-from mdm.catalog.models import Entry, ReplicaState, StageFile, StageState
+from mdm.catalog.models import Entry, ReplicaState, StageFile, StageState, utcnow
 from mdm.catalog.registration import Registration, register, register_many
 from mdm.errors import (
     ChecksumMismatch,
@@ -278,6 +278,36 @@ def test_claims_that_keep_expiring_end_failed(empty_queue: CatalogDatabases) -> 
         (f,) = s.scalars(select(StageFile)).all()
         assert f.state is StageState.FAILED
         assert "expired 2 times" in (f.reason or "")
+
+
+def test_a_claim_taken_over_keeps_its_start_and_counts_the_attempt(
+    empty_queue: CatalogDatabases,
+) -> None:
+    """``claim_rows`` (the recall worker's claim, Core statements): ``(id, path)`` in id
+    order; an expired claim taken over keeps when the file was first started, counts one
+    more attempt and names its new worker."""
+    dbs = empty_queue
+    paths = _queue(dbs, 1, 3, 97)
+    with dbs.catalog.session(write=True) as s:
+        rows = staging.claim_rows(s, caller(SERVICE), "first", limit=5, lease=0.001)
+    assert [p for _, p in rows] == paths
+    assert [i for i, _ in rows] == sorted(i for i, _ in rows)
+    with dbs.catalog.session() as s:
+        first = s.get(StageFile, rows[0][0])
+        assert first is not None
+        started = first.started
+        assert (first.state, first.claimed_by, first.attempts) == (StageState.STARTED, "first", 1)
+        assert started is not None
+    time.sleep(0.01)
+    with dbs.catalog.session(write=True) as s:
+        assert staging.claim_rows(s, caller(SERVICE), "second", limit=5) == rows
+    with dbs.catalog.session() as s:
+        again = s.get(StageFile, rows[0][0])
+        assert again is not None
+        assert (again.state, again.claimed_by, again.attempts) == (StageState.STARTED, "second", 2)
+        assert again.started == started
+        assert again.claim_expires is not None
+        assert again.claim_expires > utcnow() + dt.timedelta(seconds=200)  # default lease
 
 
 def test_a_batch_looks_its_files_up_in_one_query_and_registers_each_once(
