@@ -341,9 +341,10 @@ class Elementwise:
     def _elements(
         self, data: bytes, pos: int, implicit: bool
     ) -> tuple[list[_Element], dict[int, Any], RawDataElement | None]:
-        """The top-level elements from *pos*, classified; the elements of undefined length as
-        pydicom reads them; the Specific Character Set. Raises Decline on anything pydicom
-        would read differently from a plain walk."""
+        """The top-level elements from *pos*, classified; the core's elements of undefined
+        length as pydicom reads them (or, for a regular sequence, where to read it:
+        ``_Unread``); the Specific Character Set. Raises Decline on anything pydicom would
+        read differently from a plain walk."""
         size = len(data)
         if size - pos >= 6 and _looks_implicit(data, pos) != implicit:
             raise Decline("pydicom would switch encodings")
