@@ -38,6 +38,20 @@ class FileMeta:
         return self.uids.get(0x0010, "")
 
 
+def explicit_header(data: bytes, pos: int) -> tuple[int, int, bytes, int, int] | None:
+    """The explicit VR little endian element header at *pos*: ``(group, element, VR code,
+    value length, value offset)``, the 4-byte length read for the long VRs; None when the
+    header is cut short. The VR code is not checked (``VRS`` says which pydicom knows)."""
+    if len(data) - pos < 8:
+        return None
+    group, number, code, length = _HEAD(data, pos)
+    if code in LONG_VRS:
+        if len(data) - pos < 12:
+            return None
+        return group, number, code, _LENGTH(data, pos + 8)[0], pos + 12
+    return group, number, code, length, pos + 8
+
+
 def read(data: bytes) -> FileMeta | None:
     """The file meta group of *data*; None for anything that is not a Part 10 file with a
     complete explicit VR little endian meta group naming its transfer syntax."""
@@ -46,17 +60,12 @@ def read(data: bytes) -> FileMeta | None:
     uids: dict[int, str] = {}
     pos, size = 132, len(data)
     while size - pos >= 8:
-        group, number, code, length = _HEAD(data, pos)
-        if group != 0x0002:
+        if _HEAD(data, pos)[0] != 0x0002:
             break
-        if code not in VRS:
+        head = explicit_header(data, pos)
+        if head is None or head[2] not in VRS:
             return None
-        start = pos + 8
-        if code in LONG_VRS:
-            if size - pos < 12:
-                return None
-            length = _LENGTH(data, pos + 8)[0]
-            start = pos + 12
+        _group, number, code, length, start = head
         if start + length > size:
             return None
         if code == b"UI":

@@ -65,8 +65,6 @@ logger = logging.getLogger(__name__)
 
 _UNDEFINED = 0xFFFFFFFF
 _VRS = filemeta.VRS
-_LONG = filemeta.LONG_VRS
-_EXPLICIT = struct.Struct("<HH2sH").unpack_from
 _IMPLICIT = struct.Struct("<HHI").unpack_from
 _LENGTH = struct.Struct("<I").unpack_from
 
@@ -360,16 +358,13 @@ class Elementwise:
                 vr = None
                 value = pos + 8
             else:
-                group, number, code, length = _EXPLICIT(data, pos)
+                head = filemeta.explicit_header(data, pos)
+                if head is None:
+                    raise Decline("truncated")
+                group, number, code, length, value = head
                 vr = _VRS.get(code)
                 if vr is None:
                     raise Decline("a VR pydicom does not know")
-                value = pos + 8
-                if code in _LONG:
-                    if size - pos < 12:
-                        raise Decline("truncated")
-                    length = _LENGTH(data, pos + 8)[0]
-                    value = pos + 12
             tag = group << 16 | number
             if tag <= last or group == 0xFFFE:
                 raise Decline("elements out of order")
@@ -497,20 +492,16 @@ def _skip_elements(data: bytes, pos: int, stop: int | None) -> int | None:
     length, else after its item delimiter; None if irregular (``skip_sequence``)."""
     size = len(data) if stop is None else stop
     while size - pos >= 8:
-        group, number, code, length = _EXPLICIT(data, pos)
+        group, number = _IMPLICIT(data, pos)[:2]
         if group == 0xFFFE:
             if stop is None and group << 16 | number == _ITEM_END and not _LENGTH(data, pos + 4)[0]:
                 return pos + 8
             return None
-        vr = _VRS.get(code)
-        if vr is None:
+        head = filemeta.explicit_header(data, pos)
+        vr = _VRS.get(head[2]) if head is not None else None
+        if head is None or vr is None:
             return None
-        value = pos + 8
-        if code in _LONG:
-            if size - pos < 12:
-                return None
-            length = _LENGTH(data, pos + 8)[0]
-            value = pos + 12
+        length, value = head[3], head[4]
         if length == _UNDEFINED:
             if vr != "SQ":
                 return None
