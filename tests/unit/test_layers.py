@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, int]] = [
     ("mdm.settings", 0),
     ("mdm.types", 0),
     ("mdm._log", 0),
+    ("mdm.memo", 0),
     ("mdm.acl", 0),
     ("mdm", 0),
 ]

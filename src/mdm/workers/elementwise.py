@@ -58,6 +58,7 @@ from mdm.dicom.anonymize.elements import (
     ElementMemo,
     ElementPlan,
 )
+from mdm.memo import Memo
 from mdm.workers.header import HeaderMemo
 from mdm.workers.part10 import Part, assemble, can_chunk, core_parts, raw_header
 
@@ -143,12 +144,11 @@ class _CoreMemo:
     """Anonymized cores by their bytes without the SOP Instance UID: the instances of a
     series usually share every other core element (identity, character set, sequences),
     and the core's anonymization does not depend on the SOP Instance UID but through that
-    element itself and the two identity fields named after it. Bounded; thread-safe."""
+    element itself and the two identity fields named after it. Bounded (``mdm.memo.Memo``);
+    thread-safe."""
 
     def __init__(self, limit: int = 512) -> None:
-        self._cores: dict[tuple[str, bytes], _Core] = {}
-        self._limit = limit
-        self._lock = threading.Lock()
+        self._cores: Memo[tuple[str, bytes], _Core] = Memo(limit)
         self.hits = 0
 
     def get(self, key: tuple[str, bytes]) -> _Core | None:
@@ -181,10 +181,7 @@ class _CoreMemo:
             core.encoding,
             IdentityRecord(**{**core.identity.as_dict(), "uid_map": uids}),
         )
-        with self._lock:
-            if len(self._cores) >= self._limit:
-                self._cores.clear()
-            self._cores[key] = kept
+        self._cores.put(key, kept)
 
 
 class Elementwise:

@@ -14,12 +14,13 @@ pydicom's own test files).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
+
+from mdm.memo import Memo
 
 #: Values larger than this are bulk data (not kept in the catalog), as in DICOMweb.
 BULK = 4096
@@ -45,14 +46,11 @@ def _kept(element: dict[str, Any]) -> bool:
 class HeaderMemo:
     """``header_json`` remembering the JSON of raw elements (see the module docstring).
 
-    Thread-safe (dictionary operations only). At most *limit* entries: when full it starts
-    afresh, which costs one conversion per element again, never a wrong answer.
+    Thread-safe. At most *limit* entries (``mdm.memo.Memo``).
     """
 
     def __init__(self, limit: int = 50_000) -> None:
-        self._memo: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._limit = limit
-        self._lock = threading.Lock()
+        self._memo: Memo[tuple[Any, ...], dict[str, Any]] = Memo(limit)
 
     @staticmethod
     def encoding(ds: Dataset) -> tuple[Any, ...]:
@@ -85,14 +83,8 @@ class HeaderMemo:
                 continue
             out[f"{tag:08X}"] = element
             if key is not None:
-                self._store(key, element)
+                self._memo.put(key, element)
         return out
-
-    def _store(self, key: tuple[Any, ...], element: dict[str, Any]) -> None:
-        with self._lock:
-            if len(self._memo) >= self._limit:
-                self._memo.clear()
-            self._memo[key] = element
 
     def raw(
         self,
@@ -123,5 +115,5 @@ class HeaderMemo:
         if not _kept(element):
             return None
         if key is not None:
-            self._store(key, element)
+            self._memo.put(key, element)
         return element

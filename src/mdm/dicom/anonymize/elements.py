@@ -30,7 +30,6 @@ walk is tested on the corpus and on pydicom's test files (tests/unit/workers).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
@@ -47,6 +46,7 @@ from mdm.dicom.anonymize import (
 )
 from mdm.dicom.anonymize.handlers import _STRING_VRS, _UNDEFINED, _generic_kind, _Instance
 from mdm.dicom.anonymize.profile import KEEP, REMOVE
+from mdm.memo import Memo
 
 PASS, MEMO, CORE, DROP = 0, 1, 2, 3
 
@@ -140,15 +140,15 @@ class ElementMemo:
     character set, encoding): most values repeat across the instances of a series.
 
     ``transform`` returns the new value (bytes, or None when the element is removed) and the
-    UIDs it remapped. At most *limit* entries; when full it starts afresh.
+    UIDs it remapped. At most *limit* entries (``mdm.memo.Memo``).
     """
 
     def __init__(self, anonymizer: Anonymizer, plan: ElementPlan, limit: int = 100_000) -> None:
         self._anonymizer = anonymizer
         self._plan = plan
-        self._memo: dict[tuple[Any, ...], tuple[bytes | None, tuple[tuple[str, str], ...]]] = {}
-        self._limit = limit
-        self._lock = threading.Lock()
+        self._memo: Memo[tuple[Any, ...], tuple[bytes | None, tuple[tuple[str, str], ...]]] = Memo(
+            limit
+        )
 
     def transform(
         self,
@@ -175,10 +175,7 @@ class ElementMemo:
         if hit is not None:
             return hit
         result = self._walk(raw, shift, charset)
-        with self._lock:
-            if len(self._memo) >= self._limit:
-                self._memo.clear()
-            self._memo[key] = result
+        self._memo.put(key, result)
         return result
 
     def _walk(
